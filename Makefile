@@ -1,0 +1,54 @@
+# The project's two commands (see README.md):
+#   make report [PROFILE=smoke|full] [SET="key=value"]   run the notebooks, then render the website and the PDF
+#   make test                                           nbdev-test on the notebooks, then pytest tests/
+# Both create .venv/ and install the pinned packages on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= smoke
+SET ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: setup report test sync check-sync clean-venv
+
+setup: $(STAMP)
+
+# torch 2.14.1 / torchvision 0.29.1 are pinned in pyproject.toml; on this project's machines pip takes them from local disk
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(BIN)/melanoma-report --profile $(PROFILE) $(if $(SET),--set $(SET))
+
+# The tests use HAM10000 where it is found; elsewhere a synthetic stand-in (labelled as such) so they still run.
+test: $(STAMP)
+	@start=$$(date +%s); \
+	if ! $(BIN)/melanoma-data --action find >/dev/null 2>&1; then \
+	  echo "HAM10000 not found: testing on SYNTHETIC data (runs/synthetic-data), not HAM10000"; \
+	  $(BIN)/melanoma-data --action synth --path runs/synthetic-data --n-lesions 700 >/dev/null; \
+	  export MELANOMA_DATA=$$PWD/runs/synthetic-data; \
+	fi; \
+	$(MAKE) --no-print-directory check-sync && \
+	$(BIN)/nbdev-test && \
+	$(BIN)/python -m pytest -q tests/ && \
+	echo "make test: all checks passed in $$(( $$(date +%s) - start )) s"
+
+# nbdev-export and nbdev-clean must change nothing, and README.md must match nbs/index.ipynb
+check-sync: $(STAMP)
+	@$(BIN)/python -c "import hashlib,pathlib,sys,subprocess as sp; \
+	fs=lambda: {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for d in ('nbs','melanoma_nbdev') for p in sorted(pathlib.Path(d).rglob('*')) if p.is_file() and '__pycache__' not in p.parts}; \
+	a=fs(); sp.run(['$(BIN)/nbdev-export'],check=True); sp.run(['$(BIN)/nbdev-clean'],check=True); b=fs(); \
+	bad=sorted(k for k in a.keys()|b.keys() if a.get(k)!=b.get(k)); \
+	sys.exit('nbdev-export/nbdev-clean changed: '+', '.join(bad)+' (commit the result)') if bad else print('notebooks clean, library in sync')"
+	@$(BIN)/melanoma-readme --check
+
+sync: $(STAMP)
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	$(BIN)/melanoma-readme
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,87 @@
+"End-to-end tests of the report pipeline (`melanoma_nbdev.report`) on synthetic data, in a copy of the project."
+import json, shutil, subprocess, sys
+from pathlib import Path
+import nbformat, pytest
+from melanoma_nbdev.data import make_synthetic
+from melanoma_nbdev.profiles import project_root
+from melanoma_nbdev.report import run_report, RunError
+
+ROOT = project_root(Path(__file__).parent)
+BIN = Path(sys.executable).parent
+
+def copy_project(dest: Path, notebooks=None) -> Path:
+    "A minimal copy of the project (settings, Quarto config, notebooks) to run the pipeline in."
+    dest.mkdir(parents=True)
+    for f in ('settings.ini', 'pyproject.toml', '_quarto.yml'): shutil.copy(ROOT/f, dest/f)
+    (dest/'nbs').mkdir()
+    for nb in notebooks or sorted((ROOT/'nbs').glob('*.ipynb')): shutil.copy(nb, dest/'nbs'/nb.name)
+    return dest
+
+@pytest.fixture(scope='module')
+def syn(tmp_path_factory):
+    return make_synthetic(tmp_path_factory.mktemp('data')/'syn', n_lesions=350)
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory, syn):
+    root = copy_project(tmp_path_factory.mktemp('proj')/'p')
+    return run_report('smoke', data_path=str(syn), name='t1', root=root), root
+
+def test_run_executes_every_numbered_notebook(run):
+    r, root = run
+    prov = json.loads((r/'provenance.json').read_text())
+    names = [n['notebook'] for n in prov['notebooks']]
+    assert names == sorted(p.name for p in (root/'nbs').glob('[0-9][0-9]_*.ipynb'))
+    assert all(n['status'] == 'ok' for n in prov['notebooks']), prov['notebooks']
+    assert prov['profile'] == 'smoke' and prov['smoke'] and prov['hardware']['cpu_cores'] >= 1
+    for k in ('git_commit', 'date_utc', 'packages', 'parameters'): assert prov[k], k
+    executed = nbformat.read(r/'notebooks'/'00_data.ipynb', as_version=4)
+    assert any('injected-parameters' in c.metadata.get('tags', []) for c in executed.cells)
+
+def test_results_are_lesion_grouped(run):
+    import pandas as pd
+    r, _ = run
+    for f in ('folds.csv', 'folds_full.csv'):
+        folds = pd.read_csv(r/'results'/f)
+        assert folds.groupby('lesion_id').fold.nunique().max() == 1, f
+    assert json.loads((r/'results'/'data.json').read_text())['data'].endswith('syn')
+
+def test_site_and_pdf(run):
+    r, _ = run
+    index, data = (r/'site'/'index.html').read_text(), (r/'site'/'00_data.html').read_text()
+    assert 'melanoma_nbdev' in index and '00_data.html' in index  # sidebar links the chapters
+    assert 'checked and split by lesion' in data and 'SMOKE RUN' in data
+    assert '<img' in data  # the batch figure
+    assert (r/'site'/'search.json').exists()
+    pdf = (r/'report.pdf').read_bytes()
+    assert pdf[:5] == b'%PDF-' and len(pdf) > 50_000
+    md = (r/'book'/'_pdf'/'report.md').read_text()
+    for title in ('# Data: HAM10000, checked and split by lesion', '# Run profiles and provenance', '# The report pipeline'):
+        assert title in md, title
+    assert 'SMOKE RUN' in md and list((r/'book'/'_pdf'/'media').glob('*.png'))
+
+def test_never_overwrites_an_earlier_run(run, syn):
+    r, root = run
+    before = (r/'provenance.json').read_bytes()
+    with pytest.raises(RunError, match='holds an earlier run'):
+        run_report('smoke', data_path=str(syn), name='t1', root=root, render=False)
+    assert (r/'provenance.json').read_bytes() == before
+
+def test_failing_notebook_stops_the_run(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("profile = 'smoke'\nrun_dir = None", metadata={'tags': ['parameters']}),
+                                         nbformat.v4.new_code_cell("raise ValueError('boom')")])
+    nbformat.write(nb, tmp_path/'00_fail.ipynb')
+    root = copy_project(tmp_path/'p', [tmp_path/'00_fail.ipynb'])
+    with pytest.raises(RunError, match=r'00_fail.ipynb failed at cell \d+: ValueError: boom'):
+        run_report('smoke', name='f', root=root)
+    prov = json.loads((root/'runs'/'f'/'provenance.json').read_text())
+    assert prov['notebooks'][0]['status'] == 'failed'
+    assert (root/'runs'/'f'/'notebooks'/'00_fail.ipynb').exists()
+
+@pytest.mark.parametrize('args,msg', [(['--profile', 'nope'], "Unknown profile 'nope'"),
+                                      (['--set', 'epochs=three'], 'is not int'),
+                                      (['--set', 'colour=red'], 'Unknown parameter `colour`')])
+def test_cli_rejects_bad_parameters_before_running(tmp_path, args, msg):
+    root = copy_project(tmp_path/'p', [])
+    res = subprocess.run([str(BIN/'melanoma-report'), *args], cwd=root/'nbs', capture_output=True, text=True)
+    assert res.returncode == 1 and msg in res.stderr and 'Traceback' not in res.stderr, res.stderr
+    assert not (root/'runs').exists()
