@@ -1,10 +1,10 @@
 "End-to-end tests of the report pipeline (`melanoma_nbdev.report`) on synthetic data, in a copy of the project."
-import json, shutil, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 import nbformat, pytest
 from melanoma_nbdev.data import make_synthetic
 from melanoma_nbdev.profiles import project_root
-from melanoma_nbdev.report import run_report, RunError
+from melanoma_nbdev.report import run_report, render_run, RunError
 
 ROOT = project_root(Path(__file__).parent)
 BIN = Path(sys.executable).parent
@@ -34,6 +34,7 @@ def test_run_executes_every_numbered_notebook(run):
     assert all(n['status'] == 'ok' for n in prov['notebooks']), prov['notebooks']
     assert prov['profile'] == 'smoke' and prov['smoke'] and prov['hardware']['cpu_cores'] >= 1
     for k in ('git_commit', 'date_utc', 'packages', 'parameters'): assert prov[k], k
+    assert (root/'runs'/'latest').resolve() == r.resolve()
     executed = nbformat.read(r/'notebooks'/'00_data.ipynb', as_version=4)
     assert any('injected-parameters' in c.metadata.get('tags', []) for c in executed.cells)
 
@@ -85,3 +86,20 @@ def test_cli_rejects_bad_parameters_before_running(tmp_path, args, msg):
     res = subprocess.run([str(BIN/'melanoma-report'), *args], cwd=root/'nbs', capture_output=True, text=True)
     assert res.returncode == 1 and msg in res.stderr and 'Traceback' not in res.stderr, res.stderr
     assert not (root/'runs').exists()
+
+FAKE_QUARTO = """#!/usr/bin/env bash
+echo "$@" >> "$QUARTO_LOG"
+if [ "$2" = "--to" ] && [ "$3" = "html" ]; then mkdir -p _site && echo '<html>quarto site</html>' > _site/index.html
+else out="${@: -1}"; printf '%%PDF-1.7 fake' > "$out"; fi
+"""
+
+def test_quarto_is_used_when_on_path(run, tmp_path, monkeypatch):
+    "With `quarto` on PATH the renderer hands the same staged notebooks to Quarto (a stand-in here: Quarto cannot be installed offline)."
+    r, root = run
+    r2 = shutil.copytree(r, tmp_path/'r2', symlinks=True)
+    (tmp_path/'bin').mkdir(); q = tmp_path/'bin'/'quarto'; q.write_text(FAKE_QUARTO); q.chmod(0o755)
+    monkeypatch.setenv('PATH', f"{tmp_path/'bin'}:{os.environ['PATH']}"); monkeypatch.setenv('QUARTO_LOG', str(tmp_path/'log'))
+    site, pdf = render_run(r2, root)
+    calls = (tmp_path/'log').read_text().splitlines()
+    assert calls == ['render report.md --to pdf --output report.pdf', 'render --to html'], calls
+    assert (site/'index.html').read_text().strip() == '<html>quarto site</html>' and pdf.read_bytes().startswith(b'%PDF')
