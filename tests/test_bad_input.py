@@ -320,8 +320,8 @@ def test_wrong_profile_name(settings_untouched):
 
 
 def test_unknown_parameter(settings_untouched):
-    with pytest.raises(ProfileError) as e: load_profile('smoke', lr=0.01)
-    assert_names(str(e.value), '`lr`', 'Valid keys', ', '.join(PROFILE_KEYS))
+    with pytest.raises(ProfileError) as e: load_profile('smoke', learning_rate=0.01)
+    assert_names(str(e.value), '`learning_rate`', 'Valid keys', ', '.join(PROFILE_KEYS))
 
 
 @pytest.mark.parametrize('key,value', [('epochs', 'three'), ('epochs', 2.5), ('bs', [32]), ('max_pixels', '25e6')],
@@ -350,7 +350,7 @@ def test_empty_archs_names_archs(settings_untouched):
 GOOD_SMOKE = SETTINGS.read_text() if SETTINGS.is_file() else ''
 
 BROKEN_SETTINGS = {
-    'missing-key': ('[DEFAULT]\nn_images = 0\nimg_size = 64\nbs = 8\nepochs = 1\nfolds = 2\narch = a\narchs = a\ndevice = cpu\nmax_pixels = 100\naug = none\n[smoke]\n',
+    'missing-key': ('[DEFAULT]\nn_images = 0\nimg_size = 64\nbs = 8\nepochs = 1\nfolds = 2\narch = a\narchs = a\ndevice = cpu\nmax_pixels = 100\naug = none\nlr = 0\n[smoke]\n',
                     ['lacks seed', '[smoke]']),
     'non-integer': (GOOD_SMOKE.replace('[smoke]\nn_images = 300', '[smoke]\nn_images = three hundred'),
                     ['[smoke] key `n_images`', "'three hundred'", 'is not int']),
