@@ -12,10 +12,9 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.basics import AttrDict
 from sklearn.metrics import f1_score
-from .data import CLASSES, get_dls, decode_images
-from .models import create_backbone, make_learner, Classifier, WeightsError
-from .augment import aug_tfms, model_stats
-from .kfold import multiclass_metrics, fold_config, save_fold, _fit, _probs
+from .data import CLASSES, decode_images
+from .models import create_backbone, Classifier, WeightsError
+from .kfold import multiclass_metrics, train_fold
 from .profiles import resolve_device
 
 # %% auto #0
@@ -147,20 +146,9 @@ def train_candidate(df:pd.DataFrame, # the profile's table with `fold` and `path
                     quiet:bool=False # no progress bars or training log
                    )->dict:
     "Configuration and held-out-fold metrics of `arch` fine-tuned on the other folds (read back if done)."
-    d, Pb = Path(out)/f'fold{fold}', AttrDict({**P, 'bs': bs or P.bs})
-    if not (d/'done.json').exists():
-        cfg, dev, stats = fold_config(Pb, arch, 'ce', False, pretrained, fold), resolve_device(P.device), model_stats(arch)
-        dls = get_dls(df, fold, img_size=P.img_size, bs=Pb.bs, batch_tfms=aug_tfms(P.aug, stats=stats), seed=P.seed, device=dev, images=images)
-        learn = make_learner(dls, arch, 'ce', pretrained, path=d/'_fastai')
-        with contextlib.ExitStack() as quiet_cm:
-            if quiet: quiet_cm.enter_context(learn.no_bar()); quiet_cm.enter_context(learn.no_logging())
-            lr_used = lr or float(learn.lr_find(start_lr=1e-5, end_lr=1, num_it=lr_iters, show_plot=False).valley)
-            t0 = time.time(); _fit(learn, Pb, lr_used); secs = time.time() - t0
-            probs = _probs(learn, dls.valid, False)
-        oof = dls.valid.items[['image_id', 'lesion_id', 'dx', 'fold']].reset_index(drop=True).assign(y=[CLASSES.index(c) for c in dls.valid.items.dx.astype(str)])
-        oof = pd.concat([oof, pd.DataFrame(probs, columns=[f'p_{c}' for c in CLASSES])], axis=1)
-        save_fold(learn, d, {**cfg, 'lr': lr_used, 'lr_from': 'given' if lr else f'lr_find valley ({lr_iters} iterations, 1e-5 to 1)', 'weights': learn.weights_source,
-                             'stats': stats, 'train_seconds': round(secs, 1), 'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds)}, oof)
+    Pc = AttrDict({**P, 'bs': bs or P.bs, 'lr': lr or 0})
+    train_fold(df, fold, Pc, out, arch=arch, pretrained=pretrained, images=images, tta=False, lr_range=(1e-5, 1), lr_iters=lr_iters, quiet=quiet)
+    d = Path(out)/f'fold{fold}'
     cfg = json.loads((d/'config.json').read_text())
     return dict(lr=cfg['lr'], lr_from=cfg['lr_from'], bs=cfg['bs'], train_seconds=cfg['train_seconds'], **fold_metrics(pd.read_csv(d/'oof.csv')))
 
