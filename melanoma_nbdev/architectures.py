@@ -157,6 +157,7 @@ def compare(df:pd.DataFrame, # the profile's table with `fold` and `path`
             P, # run profile
             out:Path, # folder of the candidates' folders
             cands:dict, # row name -> (arch, pretrained), from `candidates`
+            lr:float|None=None, # one peak learning rate for every candidate; None: `lr_find`'s valley per candidate
             lr_iters:int=100, # iterations of `lr_find`
             n_time:int=5, # batches timed per throughput
             images:dict|None=None, # decoded images
@@ -168,7 +169,7 @@ def compare(df:pd.DataFrame, # the profile's table with `fold` and `path`
     for name, (arch, want) in progress_bar(list(cands.items()), leave=False):
         print(f'--- {name}', flush=True)
         pre, src = start_weights(arch, want)
-        fit = train_candidate(df, P, Path(out)/name.replace(' ', '_').replace('(', '').replace(')', ''), arch, pre, lr_iters=lr_iters, images=images, quiet=quiet)
+        fit = train_candidate(df, P, Path(out)/name.replace(' ', '_').replace('(', '').replace(')', ''), arch, pre, lr=lr, lr_iters=lr_iters, images=images, quiet=quiet)
         rows.append(dict(model=name, arch=arch, pretrained=pre, weights=src, **measure_arch(arch, P.img_size, P.bs, n_time, dev), **fit))
     return pd.DataFrame(rows).set_index('model')
 
