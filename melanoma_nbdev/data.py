@@ -19,7 +19,7 @@ from .profiles import project_root, load_profile, ProfileError
 __all__ = ['CLASSES', 'CLASS_NAMES', 'COLUMNS', 'TASKS', 'CONVERTED_MODES', 'DataError', 'data_candidates', 'find_data',
            'synthetic_image', 'make_synthetic', 'read_metadata', 'check_image', 'check_images', 'load_dataset',
            'label_view', 'add_folds', 'fold_shares', 'max_share_gap', 'fold_table', 'sample_lesions', 'split',
-           'decode_images', 'get_dls', 'melanoma_data']
+           'read_rgb', 'decode_images', 'get_dls', 'melanoma_data']
 
 # %% ../nbs/00_data.ipynb #7959aec3
 CLASSES = ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc']
@@ -144,10 +144,12 @@ def read_metadata(folder:Path|str # a HAM10000 folder (holds metadata.csv)
 CONVERTED_MODES = ('L', 'LA', 'P', 'PA', 'RGBA', 'CMYK', 'YCbCr', '1')
 
 def check_image(fn:Path|str, # an image file
-                max_pixels:int=25_000_000 # largest width*height accepted
+                max_pixels:int=25_000_000, # largest width*height accepted
+                fix:str|None=None # the fix every error names (default: the dataset's fixes)
                )->dict:
     "Width, height, mode and size in bytes of a fully decodable image, else a `DataError`."
-    fn, fix = Path(fn), "Fix: replace it from the dataset's source (data/README.md) or delete its row from metadata.csv."
+    fn, mode_fix = Path(fn), fix or "Fix: save it as 8-bit RGB JPEG."
+    fix = fix or "Fix: replace it from the dataset's source (data/README.md) or delete its row from metadata.csv."
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
@@ -160,7 +162,7 @@ def check_image(fn:Path|str, # an image file
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, DataError): raise
         raise DataError(f"{fn} is corrupt or truncated ({type(e).__name__}: {e}). {fix}") from None
-    if mode not in ('RGB', *CONVERTED_MODES): raise DataError(f"{fn} has pixel mode {mode!r}, which has no faithful 8-bit RGB conversion. Fix: save it as 8-bit RGB JPEG.")
+    if mode not in ('RGB', *CONVERTED_MODES): raise DataError(f"{fn} has pixel mode {mode!r}, which has no faithful 8-bit RGB conversion. {mode_fix}")
     return dict(width=w, height=h, mode=mode, bytes=fn.stat().st_size)
 
 # %% ../nbs/00_data.ipynb #60626668
@@ -256,15 +258,18 @@ def split(df:pd.DataFrame, # the checked metadata
     return add_folds(sample_lesions(df, profile.n_images, profile.seed), profile.folds, profile.seed)
 
 # %% ../nbs/00_data.ipynb #374115c3
+def read_rgb(path:Path|str # an image file
+            )->np.ndarray:
+    "An image file as an RGB uint8 array (H, W, 3)."
+    with Image.open(path) as im: return np.asarray(im.convert('RGB'))
+
 def decode_images(paths, # image files
                   n_workers:int|None=None # threads (default: CPU count)
                  )->dict:
     "Each image decoded once, as an RGB uint8 array, keyed by its path."
     from fastprogress.fastprogress import progress_bar
-    def one(p):
-        with Image.open(p) as im: return np.asarray(im.convert('RGB'))
     paths = list(dict.fromkeys(map(str, paths)))
-    with ThreadPoolExecutor(n_workers or os.cpu_count()) as ex: return dict(zip(paths, progress_bar(ex.map(one, paths), total=len(paths), leave=False)))
+    with ThreadPoolExecutor(n_workers or os.cpu_count()) as ex: return dict(zip(paths, progress_bar(ex.map(read_rgb, paths), total=len(paths), leave=False)))
 
 # %% ../nbs/00_data.ipynb #c3b135da
 def get_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`

@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.image import show_cam_on_image
-from .data import CLASSES, CLASS_NAMES
+from .data import CLASSES, CLASS_NAMES, read_rgb
 from .kfold import FoldEnsemble, ensemble_dl
 from .profiles import atomic_write
 
@@ -125,17 +125,13 @@ def case_heatmaps(ens:FoldEnsemble, # the fold models of the main configuration
 # %% ../nbs/07_gradcam.ipynb #d3cf95c0
 INDEX_COLUMNS = ['image_id', 'lesion_id', 'fold', 'true', 'predicted', 'prob', 'outcome', 'file']
 
-def _rgb(path) -> np.ndarray:
-    "An image file as an RGB uint8 array."
-    with Image.open(path) as im: return np.asarray(im.convert('RGB'))
-
 def export_gallery(cases:pd.DataFrame, # `pick_cases` rows with `path`
                    heat:np.ndarray, # their heatmaps, in the same order (`case_heatmaps`)
                    out:Path # the run's Grad-CAM folder
                   )->pd.DataFrame:
     "Overlays on the original images as `<out>/<true class>/<image_id>_<right|wrong>.png`, and `index.csv`; returns the index."
     out = Path(out)
-    files = [save_overlay(_rgb(c.path), h, out/c.dx/f'{c.image_id}_{c.outcome}.png') for c, h in zip(cases.itertuples(), heat)]
+    files = [save_overlay(read_rgb(c.path), h, out/c.dx/f'{c.image_id}_{c.outcome}.png') for c, h in zip(cases.itertuples(), heat)]
     for f in (set(out.glob('*/*_right.png')) | set(out.glob('*/*_wrong.png'))) - set(files): f.unlink()  # an earlier selection's overlays
     index = cases.assign(true=cases.dx, file=[f.relative_to(out).as_posix() for f in files])[INDEX_COLUMNS]
     atomic_write(out/'index.csv', index.to_csv(index=False))
@@ -160,7 +156,7 @@ def plot_gallery(cases:pd.DataFrame, # `pick_cases` rows with `path`
             if j == 0: ax.set_ylabel(outcome, fontsize=10)
             if j >= len(sel): ax.text(.5, .5, 'none' if j == 0 else '', ha='center', va='center', transform=ax.transAxes); continue
             c = cases.iloc[sel[j]]
-            ax.imshow(_composite(_rgb(c.path), heat[sel[j]])); ax.set_title(f'true {dx}, pred {c.predicted} ({c.prob:.2f})', fontsize=9)
+            ax.imshow(_composite(read_rgb(c.path), heat[sel[j]])); ax.set_title(f'true {dx}, pred {c.predicted} ({c.prob:.2f})', fontsize=9)
     fig.colorbar(plt.cm.ScalarMappable(plt.Normalize(0, 1), 'jet'), ax=axs, shrink=.8, label='Grad-CAM (0-1 per image)')
     fig.suptitle(f'True class {dx} ({CLASS_NAMES[dx]}): original | Grad-CAM of the predicted class', fontsize=10)
     return fig

@@ -17,7 +17,7 @@ from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from pytorch_grad_cam import GradCAM
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from .data import CLASSES, DataError, check_image
+from .data import CLASSES, DataError, check_image, read_rgb, _rows
 from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
 from .gradcam import target_layer, overlay, _save_state, _restore_state
 from .error_analysis import per_class_table, ece
@@ -25,11 +25,11 @@ from .profiles import atomic_write, save_json, project_root, git_commit, hardwar
 
 # %% auto #0
 __all__ = ['DISCLAIMER', 'RISKY', 'TRAIN_FIX', 'IMAGE_SUFFIXES', 'INPUT_FIX', 'LABEL_COLUMNS', 'LABELS_FIX', 'risk_level',
-           'risk_rule', 'CommandError', 'model_folder', 'load_ensemble', 'check_input', 'image_files', 'check_inputs',
-           'EnsembleOutputs', 'TopClassLogit', 'ensemble_cam', 'predict_images', 'top_k', 'predictions_frame',
-           'captioned', 'save_prediction_png', 'predict_to', 'prediction_line', 'run_predict', 'melanoma_predict',
-           'read_labels', 'labelled_images', 'dx_metrics', 'mel_metrics', 'evaluate', 'summary_md', 'default_out',
-           'run_evaluate', 'melanoma_evaluate', 'time_predict']
+           'risk_rule', 'CommandError', 'run_of', 'model_folder', 'load_ensemble', 'check_input', 'image_files',
+           'check_inputs', 'EnsembleOutputs', 'TopClassLogit', 'ensemble_cam', 'predict_images', 'top_k',
+           'predictions_frame', 'captioned', 'save_prediction_png', 'predict_to', 'prediction_line', 'run_predict',
+           'melanoma_predict', 'read_labels', 'labelled_images', 'dx_metrics', 'mel_metrics', 'evaluate', 'summary_md',
+           'default_out', 'run_evaluate', 'melanoma_evaluate', 'time_predict']
 
 # %% ../nbs/08_predict.ipynb #b6abdeff
 DISCLAIMER = ("NOTICE: research software, not a medical device; its outputs are not a diagnosis. "
@@ -59,10 +59,22 @@ TRAIN_FIX = ("Fix: train a run first, with `make report` (the whole report) or, 
 
 def _has_folds(d:Path)->bool: return any(Path(d).glob('fold*/done.json'))
 
+def run_of(folder:Path|str # a configuration folder (`model_folder`)
+          )->Path:
+    "The run folder that holds `folder` (`<run>/kfold/<configuration>`), else `folder` itself, resolved."
+    f = Path(folder).resolve()
+    return f.parent.parent if f.parent.name == 'kfold' else f
+
+def _kfold_record(run:Path)->dict:
+    "Chapter 05's `results/kfold_metrics.json` of `run` (its main configuration and provenance), or {} if unreadable."
+    try: rec = json.loads((Path(run)/'results'/'kfold_metrics.json').read_text())
+    except (OSError, ValueError): return {}
+    return rec if isinstance(rec, dict) else {}
+
 def _main_name(run:Path)->str|None:
-    "The main configuration's folder name from `results/kfold_metrics.json`, if readable."
-    try: return json.loads((run/'results'/'kfold_metrics.json').read_text())['main'].replace(' ', '_')
-    except (OSError, ValueError, KeyError, AttributeError): return None
+    "The main configuration's folder name, if the run recorded one."
+    main = _kfold_record(run).get('main')
+    return main.replace(' ', '_') if isinstance(main, str) else None
 
 # %% ../nbs/08_predict.ipynb #37e1966e
 def model_folder(run:Path|str|None=None # a run folder or a configuration folder (with fold*/); None: runs/latest
@@ -100,8 +112,8 @@ def check_input(fn:Path|str, # an image file
         with warnings.catch_warnings(): warnings.simplefilter('ignore'); Image.open(fn).close()
     except UnidentifiedImageError: raise CommandError(f"{fn} is not an image (no image format recognised in its content). {INPUT_FIX}") from None
     except (Image.DecompressionBombError, OSError): pass   # decided by check_image below
-    try: check_image(fn, max_pixels)
-    except DataError as e: raise CommandError(str(e).split(' Fix:')[0] + ' ' + INPUT_FIX) from None
+    try: check_image(fn, max_pixels, fix=INPUT_FIX)
+    except DataError as e: raise CommandError(str(e)) from None
     return fn
 
 # %% ../nbs/08_predict.ipynb #e663ac30
@@ -205,7 +217,7 @@ def save_prediction_png(path:Path, # the image file
                         fn:Path # the PNG to write
                        )->Path:
     "The Grad-CAM overlay of one image with its prediction and the notice, as PNG (atomically)."
-    with Image.open(path) as im: img = np.asarray(im.convert('RGB'))
+    img = read_rgb(path)
     info = PngImagePlugin.PngInfo(); info.add_text('Disclaimer', DISCLAIMER); info.add_text('Prediction', f'{row.top1} {row.p_top1:.3f}, risk {row.risk}')
     buf = io.BytesIO()
     captioned(overlay(img, heat), [f'Grad-CAM of {row.top1} ({row.p_top1:.2f}); risk {row.risk}', 'Research software, not a diagnosis']).save(buf, format='PNG', pnginfo=info)
@@ -223,7 +235,7 @@ def predict_to(ens:FoldEnsemble, # the fold models
     "Predict `paths` with `ens` and write `predictions.csv` (and `<stem>_gradcam.png` per image) into `out`."
     probs, heat = predict_images(ens, paths, gradcam, bs, progress)
     pred = predictions_frame(paths, probs, ens.classes, moderate)
-    if gradcam: pred.insert(8, 'gradcam', [str(save_prediction_png(p, h, r, Path(out)/f'{Path(p).stem}_gradcam.png')) for p, h, (_, r) in zip(paths, heat, pred.iterrows())])
+    if gradcam: pred.insert(pred.columns.get_loc('risk') + 1, 'gradcam', [str(save_prediction_png(p, h, r, Path(out)/f'{Path(p).stem}_gradcam.png')) for p, h, (_, r) in zip(paths, heat, pred.iterrows())])
     atomic_write(Path(out)/'predictions.csv', pred.to_csv(index=False))
     return pred
 
@@ -272,16 +284,12 @@ def melanoma_predict(images:Annotated[str, "image files, or folders of images", 
 LABEL_COLUMNS = ('image_id', 'dx', 'melanoma', 'lesion_id')
 LABELS_FIX = "Fix: the CSV needs image_id and exactly one of dx (akiec, bcc, bkl, df, mel, nv, vasc) or melanoma (0/1), optionally lesion_id."
 
-def _lines(mask:pd.Series, n:int=5)->str:
-    "CSV line numbers (header = line 1) of the first `n` rows in `mask`."
-    idx = (mask.index[mask.to_numpy()] + 2).tolist()
-    return ', '.join(map(str, idx[:n])) + (f' and {len(idx) - n} more' if len(idx) > n else '')
-
 def _read_labels_csv(fn:Path)->pd.DataFrame:
     if not fn.is_file(): raise CommandError(f"Labels file {fn} not found. {LABELS_FIX}")
     try: df = pd.read_csv(fn, dtype=str, keep_default_na=False).rename(columns=str.strip)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e: raise CommandError(f"{fn} is not a readable CSV ({type(e).__name__}: {e}). {LABELS_FIX}") from None
     if df.empty: raise CommandError(f"{fn} has no rows. {LABELS_FIX}")
+    df.index = df.index + 2  # CSV line numbers (line 1 is the header), for `_rows` in error messages
     return df.apply(lambda c: c.str.strip())
 
 # %% ../nbs/08_predict.ipynb #e52b4078
@@ -295,7 +303,7 @@ def read_labels(fn:Path|str # the labels CSV
     task, ok = task[0], dict(dx=CLASSES, melanoma=['0', '1'])[task[0]]
     for col, what, bad in (('image_id', 'empty', df.image_id == ''), (task, 'empty or unknown', ~df[task].isin(ok)),
                            ('image_id', 'duplicate', df.image_id.duplicated(keep=False))):
-        if bad.any(): raise CommandError(f"{fn}: {what} {col} {sorted(df[col][bad].unique())[:5]} on line(s) {_lines(bad)}. {LABELS_FIX} One row per image.")
+        if bad.any(): raise CommandError(f"{fn}: {what} {col} {sorted(df[col][bad].unique())[:5]} on line(s) {_rows(bad)}. {LABELS_FIX} One row per image.")
     df.attrs['task'] = task
     return df
 
@@ -313,7 +321,7 @@ def labelled_images(labels:pd.DataFrame, # from `read_labels`
     by_id = {p.stem: p for p in files} | {p.name: p for p in files}
     path = labels.image_id.map(by_id)
     if path.isna().any(): raise CommandError(f"{path.isna().sum()} image(s) listed in {labels_fn} are absent from {folder}: {labels.image_id[path.isna()].tolist()[:5]} "
-                                             f"(line(s) {_lines(path.isna())}). Fix: add the images, or delete their rows from the CSV.")
+                                             f"(line(s) {_rows(path.isna())}). Fix: add the images, or delete their rows from the CSV.")
     out = labels.assign(path=check_inputs(path.tolist(), max_pixels))
     out.attrs.update(labels.attrs, n_unlabelled=len(set(files) - set(out.path)))
     return out
@@ -345,10 +353,7 @@ def mel_metrics(is_mel:np.ndarray, # true: melanoma
 # %% ../nbs/08_predict.ipynb #3dfec34d
 def _model_info(folder:Path, ens:FoldEnsemble)->dict:
     "What the ensemble is and which run made it (chapter 05's provenance, where recorded)."
-    c, run = ens.cfgs[0], folder.resolve().parent.parent
-    prov = {}
-    try: prov = json.loads((run/'results'/'kfold_metrics.json').read_text())
-    except (OSError, ValueError): pass
+    c, prov = ens.cfgs[0], _kfold_record(run_of(folder))
     return dict(folder=str(folder.resolve()), arch=c['arch'], folds=[int(c['fold']) for c in ens.cfgs], img_size=ens.img_size, weights=c.get('weights'),
                 trained_profile=prov.get('profile'), smoke=prov.get('smoke'), trained_commit=prov.get('git_commit'), trained_date_utc=prov.get('date_utc'))
 
@@ -385,8 +390,7 @@ def default_out(folder:Path, # the configuration folder used
                 images:Path # the evaluated image folder
                )->Path:
     "`<run>/evaluations/<image folder name>`, the run being the one that holds `folder`."
-    f = folder.resolve()
-    return (f.parent.parent if f.parent.name == 'kfold' else f)/'evaluations'/images.resolve().name
+    return run_of(folder)/'evaluations'/Path(images).resolve().name
 
 def run_evaluate(folder:Path|str, # the image folder
                  labels:Path|str, # the labels CSV
@@ -405,8 +409,9 @@ def run_evaluate(folder:Path|str, # the image folder
                data=dict(folder=str(Path(folder).resolve()), labels=str(Path(labels).resolve()), labels_sha256=file_sha256(labels), task=lab.attrs['task'], n_unlabelled=lab.attrs['n_unlabelled']),
                git_commit=git_commit(), date_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), hardware=hardware(), packages=package_versions())
     out = Path(out) if out else default_out(mf, Path(folder))
-    save_json(res, out/'metrics.json'); atomic_write(out/'summary.md', summary_md(res))
-    echo(summary_md(res)); echo(f"written: {out/'metrics.json'} and {out/'summary.md'}")
+    md = summary_md(res)
+    save_json(res, out/'metrics.json'); atomic_write(out/'summary.md', md)
+    echo(md); echo(f"written: {out/'metrics.json'} and {out/'summary.md'}")
     return res
 
 # %% ../nbs/08_predict.ipynb #5392dc01
