@@ -142,12 +142,14 @@ def read_metadata(folder:Path|str # a HAM10000 folder (holds metadata.csv)
 
 # %% ../nbs/00_data.ipynb #7841aae9
 CONVERTED_MODES = ('L', 'LA', 'P', 'PA', 'RGBA', 'CMYK', 'YCbCr', '1')
+_EXIF_ORIENTATION = 0x0112  # EXIF tag: 5-8 mean the picture is stored turned by 90 degrees
 
 def check_image(fn:Path|str, # an image file
                 max_pixels:int=25_000_000, # largest width*height accepted
-                fix:str|None=None # the fix every error names (default: the dataset's fixes)
+                fix:str|None=None, # the fix every error names (default: the dataset's fixes)
+                min_side:int=1 # smallest width and height accepted, in pixels
                )->dict:
-    "Width, height, mode and size in bytes of a fully decodable image, else a `DataError`."
+    "Width and height (as shown, EXIF orientation applied), mode, bytes and frames of a fully decodable image, else a `DataError`."
     fn, mode_fix = Path(fn), fix or "Fix: save it as 8-bit RGB JPEG."
     fix = fix or "Fix: replace it from the dataset's source (data/README.md) or delete its row from metadata.csv."
     try:
@@ -156,14 +158,16 @@ def check_image(fn:Path|str, # an image file
             with Image.open(fn) as im:
                 w, h = im.size
                 if w*h > max_pixels: raise DataError(f"{fn} is {w}x{h} = {w*h:,} pixels, over max_pixels={max_pixels:,} (a decompression bomb or a wrong file). {fix}")
-                im.load(); mode = im.mode
+                im.load(); mode, frames = im.mode, getattr(im, 'n_frames', 1)
+                if im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8): w, h = h, w
     except FileNotFoundError: raise DataError(f"{fn} is listed in metadata.csv but missing. {fix}") from None
     except Image.DecompressionBombError as e: raise DataError(f"{fn}: {str(e).rstrip('.')}. {fix}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, DataError): raise
         raise DataError(f"{fn} is corrupt or truncated ({type(e).__name__}: {e}). {fix}") from None
     if mode not in ('RGB', *CONVERTED_MODES): raise DataError(f"{fn} has pixel mode {mode!r}, which has no faithful 8-bit RGB conversion. {mode_fix}")
-    return dict(width=w, height=h, mode=mode, bytes=fn.stat().st_size)
+    if min(w, h) < min_side: raise DataError(f"{fn} is {w}x{h} pixels, smaller than {min_side} px on a side: too small to show a lesion. {fix}")
+    return dict(width=w, height=h, mode=mode, bytes=fn.stat().st_size, frames=frames)
 
 # %% ../nbs/00_data.ipynb #60626668
 def check_images(df:pd.DataFrame, # metadata with `image_id`
@@ -260,8 +264,11 @@ def split(df:pd.DataFrame, # the checked metadata
 # %% ../nbs/00_data.ipynb #374115c3
 def read_rgb(path:Path|str # an image file
             )->np.ndarray:
-    "An image file as an RGB uint8 array (H, W, 3)."
-    with Image.open(path) as im: return np.asarray(im.convert('RGB'))
+    "An image file as an RGB uint8 array (H, W, 3), as shown: EXIF orientation applied, first frame of an animation."
+    from PIL import ImageOps
+    with Image.open(path) as im:
+        if im.getexif().get(_EXIF_ORIENTATION, 1) != 1: im = ImageOps.exif_transpose(im)
+        return np.asarray(im.convert('RGB'))
 
 def decode_images(paths, # image files
                   n_workers:int|None=None # threads (default: CPU count)

@@ -6,7 +6,8 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/predict.html.md"""
 
 # %% ../nbs/08_predict.ipynb #18eda60d
 from __future__ import annotations
-import io, json, sys, time, warnings
+import hashlib, io, json, os, re, sys, time, warnings
+from contextlib import redirect_stdout
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -17,19 +18,22 @@ from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from pytorch_grad_cam import GradCAM
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from .data import CLASSES, DataError, check_image, read_rgb, _rows
+from .data import CLASSES, DataError, check_image, read_rgb, find_data, _rows
 from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
 from .gradcam import target_layer, overlay, _save_state, _restore_state
-from .error_analysis import per_class_table, ece
+from .error_analysis import per_class_table, ece, lesion_bootstrap
 from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256
 
 # %% auto #0
-__all__ = ['DISCLAIMER', 'RISKY', 'TRAIN_FIX', 'IMAGE_SUFFIXES', 'INPUT_FIX', 'LABEL_COLUMNS', 'LABELS_FIX', 'risk_level',
-           'risk_rule', 'CommandError', 'run_of', 'model_folder', 'load_ensemble', 'check_input', 'image_files',
-           'check_inputs', 'EnsembleOutputs', 'TopClassLogit', 'ensemble_cam', 'predict_images', 'top_k',
-           'predictions_frame', 'captioned', 'save_prediction_png', 'predict_to', 'prediction_line', 'run_predict',
-           'melanoma_predict', 'read_labels', 'labelled_images', 'dx_metrics', 'mel_metrics', 'evaluate', 'summary_md',
-           'default_out', 'run_evaluate', 'melanoma_evaluate', 'time_predict']
+__all__ = ['DISCLAIMER', 'RISKY', 'TRAIN_FIX', 'FOLD_FIX', 'MIN_SIDE', 'MAX_ASPECT', 'IMAGE_SUFFIXES', 'INPUT_FIX',
+           'LABEL_COLUMNS', 'LABELS_FIX', 'risk_level', 'risk_rule', 'CommandError', 'run_of', 'check_number',
+           'check_device', 'check_options', 'newest_trained_run', 'model_folder', 'load_ensemble', 'is_own_output',
+           'image_note', 'check_input', 'inspect_input', 'Inputs', 'image_files', 'check_inputs', 'EnsembleOutputs',
+           'TopClassLogit', 'ensemble_cam', 'image_dl', 'predict_images', 'top_k', 'predictions_frame', 'captioned',
+           'save_prediction_png', 'overlay_name', 'predict_to', 'prediction_line', 'unique_folder', 'check_out',
+           'run_predict', 'cli_main', 'melanoma_predict', 'read_labels', 'match_image', 'labelled_images', 'dx_metrics',
+           'mel_metrics', 'class_table', 'training_data', 'training_overlap', 'evaluate', 'image_metrics',
+           'bootstrap_cis', 'summary_md', 'default_out', 'run_evaluate', 'melanoma_evaluate', 'time_predict']
 
 # %% ../nbs/08_predict.ipynb #b6abdeff
 DISCLAIMER = ("NOTICE: research software, not a medical device; its outputs are not a diagnosis. "
@@ -52,12 +56,13 @@ def risk_rule(moderate:float=0.2 # see `risk_level`
 
 # %% ../nbs/08_predict.ipynb #f7634c06
 class CommandError(ValueError):
-    "Bad input to `melanoma-predict` or `melanoma-evaluate`; the message names the file and the fix."
+    "Bad input to `melanoma-predict` or `melanoma-evaluate`; the message names the file or option and the fix."
 
 TRAIN_FIX = ("Fix: train a run first, with `make report` (the whole report) or, for a quick CPU run, "
              "`.venv/bin/melanoma-report --profile smoke --only '0[05]_'`; then pass its folder with --run.")
+FOLD_FIX = "Fix: retrain that run's folds (melanoma-report with --resume, see the README) or pass another run with --run."
 
-def _has_folds(d:Path)->bool: return any(Path(d).glob('fold*/done.json'))
+def _has_folds(d:Path)->bool: return any(Path(d).glob('fold*/done.json')) or any(Path(d).glob('kfold/*/fold*/done.json'))
 
 def run_of(folder:Path|str # a configuration folder (`model_folder`)
           )->Path:
@@ -65,77 +70,205 @@ def run_of(folder:Path|str # a configuration folder (`model_folder`)
     f = Path(folder).resolve()
     return f.parent.parent if f.parent.name == 'kfold' else f
 
-def _kfold_record(run:Path)->dict:
-    "Chapter 05's `results/kfold_metrics.json` of `run` (its main configuration and provenance), or {} if unreadable."
-    try: rec = json.loads((Path(run)/'results'/'kfold_metrics.json').read_text())
+def _read_json(fn:Path)->dict:
+    try: rec = json.loads(Path(fn).read_text())
     except (OSError, ValueError): return {}
     return rec if isinstance(rec, dict) else {}
+
+def _kfold_record(run:Path)->dict:
+    "Chapter 05's `results/kfold_metrics.json` of `run` (its main configuration and provenance), or {} if unreadable."
+    return _read_json(Path(run)/'results'/'kfold_metrics.json')
+
+def _run_record(run:Path, key:str):
+    "`key` of the run's records: chapter 05's provenance, else the run's `provenance.json` (its parameters too); None if absent."
+    for rec in (_kfold_record(run), _read_json(Path(run)/'provenance.json')):
+        v = rec.get(key, (rec.get('parameters') or {}).get(key) if isinstance(rec.get('parameters'), dict) else None)
+        if v is not None: return v
 
 def _main_name(run:Path)->str|None:
     "The main configuration's folder name, if the run recorded one."
     main = _kfold_record(run).get('main')
     return main.replace(' ', '_') if isinstance(main, str) else None
 
+# %% ../nbs/08_predict.ipynb #c1a0e0a1
+MIN_SIDE = 32          # smallest image side accepted, in pixels: below it no lesion can be seen
+MAX_ASPECT = 3.0       # a longer side more than this many times the shorter one gets a note: the image is squished to a square
+
+def check_number(option:str, # the option's name, e.g. 'moderate'
+                 value, # its value
+                 lo:float, # smallest value accepted
+                 hi:float, # largest value accepted
+                 integer:bool=False # must be a whole number
+                )->float|int:
+    "`value` if it is a finite number in [lo, hi] (and whole, if `integer`); else a `CommandError` naming the option."
+    try: v = float(value)
+    except (TypeError, ValueError): v = float('nan')
+    if not (np.isfinite(v) and lo <= v <= hi and (not integer or v == int(v))):
+        raise CommandError(f"--{option.replace('_', '-')}: {value!r} is not {'a whole number' if integer else 'a number'} in [{lo:g}, {hi:g}]. Fix: give a value in that range.")
+    return int(v) if integer else v
+
+def check_device(device:str # 'cpu', 'cuda', 'cuda:N' or 'auto'
+                )->str:
+    "The torch device to use; a `CommandError` for an unknown one or for CUDA on a machine without a GPU torch can use."
+    d = str(device).strip().lower()
+    if d == 'auto': return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if d == 'cpu': return d
+    if not re.fullmatch(r'cuda(:\d+)?', d): raise CommandError(f"--device {device}: unknown device. Fix: use --device cpu or --device cuda.")
+    if not torch.cuda.is_available(): raise CommandError(f"--device {device}: this machine has no GPU that torch can use. Fix: use --device cpu.")
+    if ':' in d and int(d[5:]) >= torch.cuda.device_count(): raise CommandError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s). Fix: use --device cuda:0 or --device cpu.")
+    return d
+
+def check_options(moderate:float=0.2, # see `risk_level`
+                  max_pixels:int=25_000_000, # see `check_input`
+                  bs:int=16, # batch size
+                  device:str='cpu', # torch device
+                  n_boot:int=0 # bootstrap resamples (0: none)
+                 )->dict:
+    "Every numeric option checked (finite, in range) and the device checked, before any work."
+    return dict(moderate=check_number('moderate', moderate, 0.01, 1), max_pixels=check_number('max_pixels', max_pixels, MIN_SIDE**2, 500_000_000, True),
+                bs=check_number('bs', bs, 1, 1024, True), device=check_device(device), n_boot=check_number('n_boot', n_boot, 0, 100_000, True))
+
 # %% ../nbs/08_predict.ipynb #37e1966e
+def newest_trained_run(runs:Path # the runs/ folder
+                      )->Path|None:
+    "The run under `runs` whose latest finished fold model is the newest, else None."
+    found = [(max(f.stat().st_mtime for f in r.glob('kfold/*/fold*/done.json')), r) for r in Path(runs).glob('*')
+             if r.is_dir() and not r.is_symlink() and _has_folds(r)] if Path(runs).is_dir() else []
+    return max(found)[1] if found else None
+
 def model_folder(run:Path|str|None=None # a run folder or a configuration folder (with fold*/); None: runs/latest
                 )->Path:
     "The configuration folder whose fold models to use (see the rules above)."
-    run = Path(run) if run else (project_root() or Path.cwd())/'runs'/'latest'
+    runs = (project_root() or Path.cwd())/'runs'
+    given, run = run, Path(run) if run else runs/'latest'
+    if run.is_file(): raise CommandError(f"--run {run}: is a file, not a run folder. Fix: pass a run folder (runs/<name>) or a configuration folder with fold*/.")
     if not run.is_dir(): raise CommandError(f"Run folder {run} not found. {TRAIN_FIX}")
-    if _has_folds(run): return run
-    found = sorted(d for d in (run/'kfold').glob('*') if _has_folds(d))
+    if any(run.glob('fold*/done.json')): return run
+    found = sorted(d for d in (run/'kfold').glob('*') if any(d.glob('fold*/done.json')))
     main, ce = _main_name(run), [d for d in found if d.name.endswith('_ce')]
     if main and run/'kfold'/main in found: return run/'kfold'/main
     if len(ce) == 1: return ce[0]
-    if not found: raise CommandError(f"{run} holds no trained fold models (looked for {run}/fold*/done.json and {run}/kfold/*/fold*/done.json). {TRAIN_FIX}")
+    if not found:
+        newest = None if given else newest_trained_run(runs)
+        if newest: raise CommandError(f"{run} (-> {run.resolve().name}) holds no trained fold models, but {newest} does (the newest run with models). Fix: pass --run {newest}.")
+        raise CommandError(f"{run} holds no trained fold models (looked for {run}/fold*/done.json and {run}/kfold/*/fold*/done.json). {TRAIN_FIX}")
     raise CommandError(f"{run} holds configurations {', '.join(d.name for d in found)} and names no main one. Fix: pass one with --run, e.g. --run {found[0]}.")
+
+def _fold_config(fn:Path)->dict:
+    "A fold's config.json, checked; a `CommandError` naming the file."
+    try:
+        c = json.loads(fn.read_text())
+        missing = [k for k in ('arch', 'fold', 'classes', 'img_size', 'stats') if k not in c]
+        if missing: raise ValueError(f"no {', '.join(missing)}")
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise CommandError(f"{fn}: not a readable fold configuration ({type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else 'empty'}). {FOLD_FIX}") from None
+    if c.get('meta'): raise CommandError(f"{fn}: a metadata-fusion model; these commands take image-only models. Fix: pass an image-only configuration with --run.")
+    return c
 
 def load_ensemble(folder:Path, # a configuration folder (`model_folder`)
                   device:str='cpu' # torch device
                  )->FoldEnsemble:
-    "Chapter 05's `FoldEnsemble` of `folder`, or a `CommandError` naming the folder."
-    try: return FoldEnsemble(folder, device=device)
-    except Exception as e: raise CommandError(f"Cannot load the fold models in {folder} ({type(e).__name__}: {e}). "
-                                              f"Fix: retrain that run or pass another one with --run. {TRAIN_FIX.removeprefix('Fix: ')}") from None
+    "Chapter 05's `FoldEnsemble` of `folder`, each fold checked (a `CommandError` naming a broken file); `notes` warn of an incomplete or smoke ensemble."
+    folder, ens = Path(folder), FoldEnsemble.__new__(FoldEnsemble)
+    ens.device, ens.cfgs, ens.models = device, [], []
+    dirs = sorted(d for d in folder.glob('fold*') if d.is_dir())
+    unfinished = [d.name for d in dirs if not (d/'done.json').is_file()]
+    for d in dirs:
+        if d.name in unfinished: continue
+        c = _fold_config(d/'config.json')
+        try: m = ens._load(d, c)
+        except Exception as e: raise CommandError(f"{d/'model.safetensors'}: cannot be loaded as this fold's model ({type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}). {FOLD_FIX}") from None
+        ens.cfgs.append(c); ens.models.append(m)
+    if not ens.models: raise CommandError(f"{folder} holds no finished fold models. {TRAIN_FIX}")
+    if len({json.dumps([c['classes'], c['img_size'], c['stats']]) for c in ens.cfgs}) > 1: raise CommandError(f"{folder}: its fold models differ in classes, image size or normalisation. {FOLD_FIX}")
+    ens.classes, ens.img_size, ens.stats = ens.cfgs[0]['classes'], ens.cfgs[0]['img_size'], ens.cfgs[0]['stats']
+    run, ens.notes = run_of(folder), []
+    expected = _run_record(run, 'folds')
+    if unfinished: ens.notes.append(f"incomplete ensemble: {folder} has unfinished fold(s) {', '.join(unfinished)} (no done.json); using the {len(ens.models)} finished one(s)")
+    elif isinstance(expected, int) and len(ens.models) < expected: ens.notes.append(f"incomplete ensemble: {len(ens.models)} of the run's {expected} fold models in {folder}")
+    ens.smoke = bool(_run_record(run, 'smoke'))
+    if ens.smoke: ens.notes.append(f"the models come from a SMOKE run ({run}): a tiny CPU run that checks the code; its outputs mean nothing")
+    return ens
 
 # %% ../nbs/08_predict.ipynb #98e44f98
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-INPUT_FIX = "Fix: give an 8-bit RGB image (JPEG or PNG) of at most --max-pixels pixels (downscale larger ones), or leave this file out."
+INPUT_FIX = "Fix: give an 8-bit RGB image (JPEG or PNG) of at least 32x32 and at most --max-pixels pixels (downscale larger ones), or leave this file out."
+
+def is_own_output(fn:Path|str # a file
+                 )->bool:
+    "True for a PNG these commands wrote (it carries the notice in its 'Disclaimer' text chunk)."
+    if Path(fn).suffix.lower() != '.png': return False
+    try:
+        with Image.open(fn) as im: return 'research software' in str(im.info.get('Disclaimer', ''))
+    except Exception: return False
+
+def image_note(info:dict # from `check_image`
+              )->str:
+    "What a reader of the result should know about one input: an extreme aspect ratio (squished), an animation (first frame); '' if nothing."
+    w, h, notes = info['width'], info['height'], []
+    if max(w, h) > MAX_ASPECT * min(w, h): notes.append(f"aspect ratio {max(w, h)/min(w, h):.1f}:1, squished to a square")
+    if info.get('frames', 1) > 1: notes.append(f"animated ({info['frames']} frames): the first frame is used")
+    return '; '.join(notes)
 
 def check_input(fn:Path|str, # an image file
                 max_pixels:int=25_000_000 # largest width*height accepted
                )->Path:
-    "`fn` if it is a fully decodable image of at most `max_pixels`; else a `CommandError` saying why."
+    "`fn` if it is a fully decodable image of at least `MIN_SIDE` and at most `max_pixels`, not one of our own outputs; else a `CommandError` saying why."
+    return Path(inspect_input(fn, max_pixels)['path'])
+
+def inspect_input(fn:Path|str, # an image file
+                  max_pixels:int=25_000_000 # see `check_input`
+                 )->dict:
+    "`check_image`'s facts of a usable input, with its path and `image_note`; else a `CommandError` saying why."
     fn = Path(fn)
     if not fn.is_file(): raise CommandError(f"{fn} {'is a folder, not an image' if fn.is_dir() else 'does not exist'}. Fix: check the path.")
     try:
         with warnings.catch_warnings(): warnings.simplefilter('ignore'); Image.open(fn).close()
     except UnidentifiedImageError: raise CommandError(f"{fn} is not an image (no image format recognised in its content). {INPUT_FIX}") from None
     except (Image.DecompressionBombError, OSError): pass   # decided by check_image below
-    try: check_image(fn, max_pixels, fix=INPUT_FIX)
+    if is_own_output(fn): raise CommandError(f"{fn} is an overlay written by melanoma-predict, not a photo. Fix: give the original image.")
+    try: info = check_image(fn, max_pixels, fix=INPUT_FIX, min_side=MIN_SIDE)
     except DataError as e: raise CommandError(str(e)) from None
-    return fn
+    return dict(info, path=fn, note=image_note(info))
 
 # %% ../nbs/08_predict.ipynb #e663ac30
-def image_files(folder:Path|str # a folder
+class Inputs(list):
+    "Checked image files (a list of paths) with `notes` (path -> `image_note`) and `messages` (skipped files, for the user)."
+    def __init__(self, paths=(), notes=None, messages=None): super().__init__(paths); self.notes, self.messages = notes or {}, messages or []
+
+def image_files(folder:Path|str, # a folder
+                skipped:list|None=None, # if given, gets one 'name (why)' per file left out
+                exclude:tuple=() # paths never taken (the output folder, the labels CSV)
                )->list:
-    "The image files directly in `folder` (by suffix, any case), sorted."
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    "The image files directly in `folder` (by suffix, any case), sorted; broken links, other files and our own overlays are left out."
+    out, skip, excl = [], [], {Path(p).resolve() for p in exclude}
+    for p in sorted(Path(folder).iterdir()):
+        if p.resolve() in excl or p.is_dir(): continue   # not searched: the outputs, the labels, subfolders
+        why = ('a broken link' if not p.exists() else 'not a regular file' if not p.is_file() else
+               f"suffix not one of {' '.join(IMAGE_SUFFIXES)}; give it by name to use it" if p.suffix.lower() not in IMAGE_SUFFIXES else
+               'an overlay written by melanoma-predict' if is_own_output(p) else None)
+        if why: skip.append(f'{p.name} ({why})')
+        else: out.append(p)
+    if skipped is not None: skipped += skip
+    return out
 
 def check_inputs(items:list, # image files, or folders of images
-                 max_pixels:int=25_000_000 # see `check_input`
-                )->list:
+                 max_pixels:int=25_000_000, # see `check_input`
+                 exclude:tuple=() # see `image_files`
+                )->Inputs:
     "The image files of `items`, all checked; one `CommandError` listing every unusable input."
-    paths, errs = [], []
+    paths, errs, infos, msgs = [], [], {}, []
     for it in map(Path, items):
-        found = image_files(it) if it.is_dir() else [it]
+        skipped = []
+        found = image_files(it, skipped, exclude) if it.is_dir() else [it]
+        if skipped: msgs.append(f"{it}: left out {len(skipped)} file(s): {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}")
         if not found: errs.append(f"{it} is a folder without image files ({' '.join(IMAGE_SUFFIXES)}). Fix: give image files, or a folder that holds some.")
         paths += found
     for p in paths:
-        try: check_input(p, max_pixels)
+        try: infos[p] = inspect_input(p, max_pixels)
         except CommandError as e: errs.append(str(e))
     if errs: raise CommandError(f"{len(errs)} unusable input(s); nothing was predicted:\n" + '\n'.join(errs))
-    return paths
+    return Inputs(paths, {p: i['note'] for p, i in infos.items() if i['note']}, msgs)
 
 # %% ../nbs/08_predict.ipynb #a8e1bea5
 class EnsembleOutputs(nn.Module):
@@ -165,6 +298,23 @@ def ensemble_cam(ens:FoldEnsemble, # the fold models
         for m, st in zip(ens.models, states): _restore_state(m, st)
 
 # %% ../nbs/08_predict.ipynb #8d68afc1
+def _read_pil(path):
+    "An image as fastai's `PILImage`, read by `read_rgb` (EXIF orientation applied, first frame)."
+    from fastai.vision.core import PILImage
+    return PILImage.create(read_rgb(path))
+
+def image_dl(paths:list, # image files
+             img_size:int, # square side in pixels
+             stats:tuple, # (mean, std) normalisation
+             bs:int=16, # batch size
+             device:str='cpu' # torch device
+            ):
+    "Chapter 05's `ensemble_dl` (validation preprocessing), each image read as shown (`read_rgb`)."
+    from fastai.vision.all import Datasets, TfmdDL, Resize, ResizeMethod, ToTensor, IntToFloatTensor, Normalize
+    ds = Datasets([str(p) for p in paths], [[_read_pil]])
+    return TfmdDL(ds, bs=bs, after_item=[Resize(img_size, method=ResizeMethod.Squish), ToTensor()],
+                  after_batch=[IntToFloatTensor(), Normalize.from_stats(*stats, cuda=False)], device=device, shuffle=False, num_workers=0)
+
 def predict_images(ens:FoldEnsemble, # the fold models
                    paths:list, # checked image files
                    cam:bool=False, # also compute Grad-CAM maps
@@ -172,7 +322,7 @@ def predict_images(ens:FoldEnsemble, # the fold models
                    progress:bool=True # show a progress bar
                   )->tuple:
     "Mean fold-model probabilities (n, classes) of `paths`, and their Grad-CAM maps (n, h, w) if `cam`, else None."
-    probs, heat, dl = [], [], ensemble_dl(paths, ens.img_size, ens.stats, bs=bs, device=ens.device)
+    probs, heat, dl = [], [], image_dl(paths, ens.img_size, ens.stats, bs=bs, device=ens.device)
     for xb, *_ in (progress_bar(dl, leave=False) if progress else dl):  # fastprogress writes to the console even when told not to display
         if cam: p, h = ensemble_cam(ens, xb); heat.append(h)
         else:
@@ -193,11 +343,15 @@ def top_k(probs:np.ndarray, # (n, n_classes) probabilities
 def predictions_frame(paths:list, # the image files
                       probs:np.ndarray, # their probabilities (`predict_images`)
                       classes:list=CLASSES, # class names, in column order
-                      moderate:float=0.2 # see `risk_level`
+                      moderate:float=0.2, # see `risk_level`
+                      notes:dict|None=None, # path -> `image_note`
+                      model_warning:str='' # what the user must know about the models (smoke run, incomplete ensemble)
                      )->pd.DataFrame:
-    "One row per image: file, top-3, risk level, every class's probability and the notice."
+    "One row per image: file, top-3, risk level, every class's probability, its note, the models' warning and the notice."
+    notes = notes or {}
     return pd.concat([pd.DataFrame(dict(file=[str(p) for p in paths])), top_k(probs, classes), pd.DataFrame(dict(risk=risk_level(probs, classes, moderate))),
-                      pd.DataFrame(probs, columns=[f'p_{c}' for c in classes])], axis=1).assign(notice=DISCLAIMER)
+                      pd.DataFrame(probs, columns=[f'p_{c}' for c in classes])], axis=1).assign(
+        image_note=[notes.get(p, notes.get(Path(p), '')) for p in paths], model_warning=model_warning, notice=DISCLAIMER)
 
 # %% ../nbs/08_predict.ipynb #efb5a4f4
 def captioned(img:np.ndarray, # RGB image, uint8 (H, W, 3)
@@ -224,78 +378,147 @@ def save_prediction_png(path:Path, # the image file
     return atomic_write(fn, buf.getvalue())
 
 # %% ../nbs/08_predict.ipynb #45cfc495
+def overlay_name(path:Path|str # an input image
+                )->str:
+    "The file name of an input's Grad-CAM overlay: `<stem>_gradcam.png`."
+    return f'{Path(path).stem}_gradcam.png'
+
 def predict_to(ens:FoldEnsemble, # the fold models
                paths:list, # checked image files
                out:Path, # folder for predictions.csv (and the overlays)
                gradcam:bool=False, # write a Grad-CAM overlay PNG per image
                moderate:float=0.2, # see `risk_level`
                bs:int=16, # batch size
-               progress:bool=False # show a progress bar
+               progress:bool=False, # show a progress bar
+               written:list|None=None # if given, gets each file written, as soon as it is complete
               )->pd.DataFrame:
-    "Predict `paths` with `ens` and write `predictions.csv` (and `<stem>_gradcam.png` per image) into `out`."
+    "Predict `paths` with `ens` and write `predictions.csv` (and `overlay_name` per image) into `out`; the caller checked `out` (`check_out`)."
+    written = [] if written is None else written
     probs, heat = predict_images(ens, paths, gradcam, bs, progress)
-    pred = predictions_frame(paths, probs, ens.classes, moderate)
-    if gradcam: pred.insert(pred.columns.get_loc('risk') + 1, 'gradcam', [str(save_prediction_png(p, h, r, Path(out)/f'{Path(p).stem}_gradcam.png')) for p, h, (_, r) in zip(paths, heat, pred.iterrows())])
-    atomic_write(Path(out)/'predictions.csv', pred.to_csv(index=False))
+    pred = predictions_frame(paths, probs, ens.classes, moderate, getattr(paths, 'notes', None), '; '.join(getattr(ens, 'notes', [])))
+    if gradcam:
+        pngs = []
+        for p, h, (_, r) in zip(paths, heat, pred.iterrows()): pngs.append(str(save_prediction_png(p, h, r, Path(out)/overlay_name(p)))); written.append(pngs[-1])
+        pred.insert(pred.columns.get_loc('risk') + 1, 'gradcam', pngs)
+    written.append(str(atomic_write(Path(out)/'predictions.csv', pred.to_csv(index=False))))
     return pred
 
 def prediction_line(r:pd.Series # a row of `predictions_frame`
                    )->str:
-    "One printed line: file, top-3 with probabilities, risk level."
-    return f"{r.file}: {r.top1} {r.p_top1:.2f}, {r.top2} {r.p_top2:.2f}, {r.top3} {r.p_top3:.2f} | risk {r.risk}"
+    "One printed line: file, top-3 with probabilities, risk level (and the image's note)."
+    return f"{r.file}: {r.top1} {r.p_top1:.2f}, {r.top2} {r.p_top2:.2f}, {r.top3} {r.p_top3:.2f} | risk {r.risk}" + (f" | note: {r.image_note}" if r.get('image_note') else '')
 
 # %% ../nbs/08_predict.ipynb #6541c927
+def _stamp()->str: return datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+
+def unique_folder(parent:Path|str, # where the folder goes
+                  name:str # its name; -2, -3, ... is added if taken
+                 )->Path:
+    "`parent/name`, or `parent/name-2`, `-3`, ...: the first that does not exist yet."
+    p, i = Path(parent)/name, 2
+    while p.exists() or p.is_symlink(): p, i = Path(parent)/f'{name}-{i}', i + 1
+    return p
+
+def check_out(out:Path|str, # the output folder
+              names:list=(), # the files the command will write into it
+              force:bool=False, # allow replacing those files
+              option:str='--out' # named in errors
+             )->Path:
+    "`out` if the command may write `names` there: not a file (nor under one), and none of `names` there already unless `force`."
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir(): raise CommandError(f"{option} {out}: {'is' if p == out else f'lies under {p}, which is'} an existing file, not a folder. Fix: give a folder (new, or one of earlier outputs with --force).")
+    taken = [n for n in names if (out/n).exists() or (out/n).is_symlink()]
+    if any((out/n).is_dir() for n in taken): raise CommandError(f"{option} {out}: {[n for n in taken if (out/n).is_dir()][0]} there is a folder. Fix: choose another --out.")
+    if taken and not force: raise CommandError(f"{option} {out}: already holds {', '.join(taken[:5])}{' and more' if len(taken) > 5 else ''}, which this command would replace. "
+                                               "Fix: choose another --out (or none, for a new folder), or add --force to replace them.")
+    return out
+
+def _inside(p:Path, folder:Path)->bool: return Path(folder).resolve() in (Path(p).resolve(), *Path(p).resolve().parents)
+
 def run_predict(images:list, # image files, or folders of images
                 run:Path|str|None=None, # run or configuration folder (see `model_folder`); None: runs/latest
-                out:Path|str='predictions', # output folder
+                out:Path|str|None=None, # output folder; None: a new predictions/<UTC timestamp>/
                 gradcam:bool=False, # also write Grad-CAM overlays
                 moderate:float=0.2, # see `risk_level`
                 device:str='cpu', # torch device
                 max_pixels:int=25_000_000, # see `check_input`
                 echo=print, # where the lines go
-                progress:bool=False # show a progress bar (on stdout)
+                progress:bool=False, # show a progress bar (on stdout)
+                bs:int=16, # batch size
+                force:bool=False, # replace earlier outputs in `out`
+                written:list|None=None # if given, gets each file written
                )->pd.DataFrame:
-    "`melanoma-predict` as a function: check the inputs, load the ensemble, predict, write, print."
-    paths = check_inputs(images, max_pixels)
-    stems = pd.Series([p.stem for p in paths])
-    if gradcam and stems.duplicated().any(): raise CommandError(f"Inputs share the name(s) {sorted(set(stems[stems.duplicated()]))}, so their overlays would overwrite each other. Fix: predict them in separate runs with separate --out.")
-    pred = predict_to(load_ensemble(model_folder(run), device), paths, Path(out), gradcam, moderate, progress=progress)
-    echo(risk_rule(moderate))
+    "`melanoma-predict` as a function: check options, output folder and inputs, load the ensemble, predict, write, print."
+    o = check_options(moderate, max_pixels, bs, device)
+    out = Path(out) if out else unique_folder('predictions', _stamp())
+    check_out(out)
+    paths = check_inputs(images, o['max_pixels'], exclude=(out,))
+    notes = [f"--out {out} lies inside the input folder {it}: its files are not taken as inputs" for it in map(Path, images) if it.is_dir() and _inside(out, it)]
+    stems = pd.Series([overlay_name(p) for p in paths])
+    if gradcam and stems.duplicated().any(): raise CommandError(f"Inputs share the name(s) {sorted(s.removesuffix('_gradcam.png') for s in set(stems[stems.duplicated()]))}, so their overlays would overwrite each other. Fix: predict them in separate runs with separate --out.")
+    check_out(out, ['predictions.csv', *(stems if gradcam else [])], force)
+    ens = load_ensemble(model_folder(run), o['device'])
+    for s in ens.notes: echo(f'warning: {s}')
+    for s in notes + paths.messages: echo(f'note: {s}')
+    pred = predict_to(ens, paths, out, gradcam, o['moderate'], o['bs'], progress=progress, written=written)
+    echo(risk_rule(o['moderate']))
     for _, r in pred.iterrows(): echo(prediction_line(r))
-    echo(f"written: {Path(out)/'predictions.csv'}" + (f' and {len(pred)} Grad-CAM overlays' if gradcam else ''))
+    echo(f"written: {out/'predictions.csv'}" + (f' and {len(pred)} Grad-CAM overlays' if gradcam else ''))
     return pred
 
 # %% ../nbs/08_predict.ipynb #75f5376b
+def cli_main(fn, # `run_predict` or `run_evaluate`
+             **kw # its arguments
+            ):
+    "Run `fn` as a console script: the notice first; a `CommandError` as one line `error: ...` (exit 1); Ctrl-C says what was written (exit 130)."
+    print(DISCLAIMER, flush=True)
+    written = []
+    try: fn(**kw, written=written, progress=sys.stdout.isatty())
+    except CommandError as e: raise SystemExit(f'error: {e}')
+    except KeyboardInterrupt:
+        done = f"{len(written)} complete file(s) were written: {', '.join(written[:5])}{' ...' if len(written) > 5 else ''}" if written else 'nothing was written'
+        print(f"interrupted (Ctrl-C): {done}.", file=sys.stderr, flush=True); raise SystemExit(130)
+
 @call_parse
 def melanoma_predict(images:Annotated[str, "image files, or folders of images", {'nargs': '+'}],
                      run:str=None, # run folder (runs/<name>) or configuration folder with fold*/ (default: runs/latest)
-                     out:str='predictions', # folder for predictions.csv and the overlays
+                     out:str=None, # folder for predictions.csv and the overlays (default: a new predictions/<UTC timestamp>/)
                      gradcam:bool=False, # also write a Grad-CAM overlay PNG per image
-                     moderate:float=0.2, # summed mel+bcc+akiec probability from which the risk is Moderate
+                     moderate:float=0.2, # summed mel+bcc+akiec probability from which the risk is Moderate, in [0.01, 1]
                      device:str='cpu', # torch device: cpu or cuda
-                     max_pixels:int=25_000_000 # largest image accepted (width*height)
+                     max_pixels:int=25_000_000, # largest image accepted (width*height)
+                     bs:int=16, # batch size, 1-1024
+                     force:bool=False # replace predictions.csv and overlays already in --out
                     ):
     "Top-3 classes, risk level and optionally a Grad-CAM overlay per image, from the fold ensemble of a run. Not a diagnosis."
-    print(DISCLAIMER, flush=True)
-    try: run_predict(images, run, out, gradcam, moderate, device, max_pixels, progress=sys.stdout.isatty())
-    except CommandError as e: raise SystemExit(f'error: {e}')
+    cli_main(run_predict, images=images, run=run, out=out, gradcam=gradcam, moderate=moderate, device=device, max_pixels=max_pixels, bs=bs, force=force)
 
 # %% ../nbs/08_predict.ipynb #df896e9b
 LABEL_COLUMNS = ('image_id', 'dx', 'melanoma', 'lesion_id')
 LABELS_FIX = "Fix: the CSV needs image_id and exactly one of dx (akiec, bcc, bkl, df, mel, nv, vasc) or melanoma (0/1), optionally lesion_id."
 
 def _read_labels_csv(fn:Path)->pd.DataFrame:
+    "The labels CSV as stripped strings, UTF-8 or else Latin-1, comma-, semicolon- or tab-separated (`attrs['notes']` says which)."
+    if fn.is_dir(): raise CommandError(f"--labels {fn}: is a folder, not a CSV file. Fix: give the labels CSV file (the image folder is the first argument).")
     if not fn.is_file(): raise CommandError(f"Labels file {fn} not found. {LABELS_FIX}")
-    try: df = pd.read_csv(fn, dtype=str, keep_default_na=False).rename(columns=str.strip)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e: raise CommandError(f"{fn} is not a readable CSV ({type(e).__name__}: {e}). {LABELS_FIX}") from None
+    raw, notes = fn.read_bytes(), []
+    try: text = raw.decode('utf-8-sig')
+    except UnicodeDecodeError: text = raw.decode('latin-1'); notes.append(f'{fn}: not UTF-8; read as Latin-1')
+    header = text.split('\n', 1)[0]
+    sep = max((',', ';', '\t'), key=header.count)
+    if header.count(sep) and sep != ',': notes.append(f"{fn}: read as {dict([(';', 'semicolon'), (chr(9), 'tab')])[sep]}-separated")
+    try: df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False).rename(columns=str.strip)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e: raise CommandError(f"{fn} is not a readable CSV ({type(e).__name__}: {e}). {LABELS_FIX}") from None
     if df.empty: raise CommandError(f"{fn} has no rows. {LABELS_FIX}")
     df.index = df.index + 2  # CSV line numbers (line 1 is the header), for `_rows` in error messages
-    return df.apply(lambda c: c.str.strip())
+    df = df.apply(lambda c: c.str.strip()); df.attrs['notes'] = notes
+    return df
 
 # %% ../nbs/08_predict.ipynb #e52b4078
 def read_labels(fn:Path|str # the labels CSV
                )->pd.DataFrame:
-    "The checked labels; `attrs['task']` is 'dx' or 'melanoma'."
+    "The checked labels; `attrs['task']` is 'dx' or 'melanoma', `attrs['notes']` how the file was read."
     fn = Path(fn); df = _read_labels_csv(fn)
     unknown, task = [c for c in df.columns if c not in LABEL_COLUMNS], [c for c in ('dx', 'melanoma') if c in df.columns]
     if unknown: raise CommandError(f"{fn} has unknown column(s) {', '.join(unknown)}. {LABELS_FIX}")
@@ -304,26 +527,60 @@ def read_labels(fn:Path|str # the labels CSV
     for col, what, bad in (('image_id', 'empty', df.image_id == ''), (task, 'empty or unknown', ~df[task].isin(ok)),
                            ('image_id', 'duplicate', df.image_id.duplicated(keep=False))):
         if bad.any(): raise CommandError(f"{fn}: {what} {col} {sorted(df[col][bad].unique())[:5]} on line(s) {_rows(bad)}. {LABELS_FIX} One row per image.")
+    if 'lesion_id' in df.columns and (df.lesion_id == '').any(): raise CommandError(f"{fn}: empty lesion_id on line(s) {_rows(df.lesion_id == '')}. Fix: fill it in, or drop the lesion_id column.")
     df.attrs['task'] = task
     return df
 
 # %% ../nbs/08_predict.ipynb #8896ab43
+def match_image(image_id:str, # one value of the labels' image_id
+                files:list, # the folder's image files (`image_files`)
+                folder:Path, # the image folder
+                bases:tuple=() # other folders a relative path may start from (the CSV's, the working directory)
+               )->Path|str:
+    "The file of `files` that `image_id` names (a file name, with or without suffix, any case, or a path into `folder`); else why not, as text."
+    q, folder = Path(image_id), Path(folder)
+    if q.is_absolute() or len(q.parts) > 1:
+        parents = [q.parent] if q.is_absolute() else [b/q.parent for b in (folder, *bases)]
+        inside = [p for p in parents if p.is_dir() and p.resolve() == folder.resolve()]
+        if not inside: return 'outside the folder' if any((p/q.name).exists() for p in parents) else 'absent'
+        q = Path(q.name)
+    name = q.name
+    for key, want in ((lambda p: p.name, name), (lambda p: p.stem, name), (lambda p: p.name.lower(), name.lower()), (lambda p: p.stem.lower(), name.lower())):
+        hits = [p for p in files if key(p) == want]
+        if len(hits) == 1: return hits[0]
+        if len(hits) > 1: return f"ambiguous: it matches {len(hits)} files, {', '.join(p.name for p in hits)}"
+    return 'absent'
+
 def labelled_images(labels:pd.DataFrame, # from `read_labels`
                     folder:Path|str, # the image folder
                     labels_fn:Path|str='labels CSV', # named in errors
-                    max_pixels:int=25_000_000 # see `check_input`
+                    max_pixels:int=25_000_000, # see `check_input`
+                    exclude:tuple=() # see `image_files`
                    )->pd.DataFrame:
-    "`labels` with each image's checked `path`; errors for a missing or empty folder and for images listed but absent."
+    "`labels` with each image's checked `path`, one image per row and one row per image; errors name the CSV lines and the files."
     folder = Path(folder)
+    if folder.is_file(): raise CommandError(f"{folder}: is a file, not a folder. Fix: give the folder that holds the images of {labels_fn} (the CSV goes with --labels).")
     if not folder.is_dir(): raise CommandError(f"Image folder {folder} not found. Fix: give the folder that holds the images of {labels_fn}.")
-    files = image_files(folder)
+    skipped = []
+    files = image_files(folder, skipped, (*exclude, labels_fn) if Path(labels_fn).exists() else exclude)
     if not files: raise CommandError(f"{folder} holds no image files ({' '.join(IMAGE_SUFFIXES)}). Fix: give the folder that holds the images of {labels_fn}.")
-    by_id = {p.stem: p for p in files} | {p.name: p for p in files}
-    path = labels.image_id.map(by_id)
-    if path.isna().any(): raise CommandError(f"{path.isna().sum()} image(s) listed in {labels_fn} are absent from {folder}: {labels.image_id[path.isna()].tolist()[:5]} "
-                                             f"(line(s) {_rows(path.isna())}). Fix: add the images, or delete their rows from the CSV.")
-    out = labels.assign(path=check_inputs(path.tolist(), max_pixels))
-    out.attrs.update(labels.attrs, n_unlabelled=len(set(files) - set(out.path)))
+    path = labels.image_id.map(lambda i: match_image(i, files, folder, (Path(labels_fn).parent, Path.cwd())))
+    why = path.map(lambda v: None if isinstance(v, Path) else v)
+    for w, what, fix in (('ambiguous', 'is ambiguous', 'give the file name with its suffix'), ('outside', 'names a file outside the image folder', f'copy the image into {folder} and give its file name')):
+        bad = why.fillna('').str.startswith(w)
+        if bad.any(): raise CommandError(f"{labels_fn}: image_id {labels.image_id[bad].iloc[0]!r} on line {bad.index[bad.to_numpy()][0]} {what} ({why[bad].iloc[0]}; {bad.sum()} such line(s): {_rows(bad)}). Fix: {fix}.")
+    absent = why == 'absent'
+    if absent.any(): raise CommandError(f"{absent.sum()} image(s) listed in {labels_fn} are absent from {folder}: {labels.image_id[absent].tolist()[:5]} "
+                                        f"(line(s) {_rows(absent)}). Fix: add the images, or delete their rows from the CSV.")
+    twice = path.duplicated(keep=False)
+    if twice.any():
+        f = path[twice].iloc[0]; lines = path.index[(path == f).to_numpy()].tolist()
+        raise CommandError(f"{labels_fn}: lines {lines[0]} ({labels.image_id[lines[0]]!r}) and {lines[1]} ({labels.image_id[lines[1]]!r}) name the same image {f}. Fix: keep one row per image.")
+    checked = check_inputs(path.tolist(), max_pixels)
+    out = labels.assign(path=list(checked))
+    out.attrs.update(labels.attrs, n_unlabelled=len(set(files) - set(out.path)), notes=[*labels.attrs.get('notes', []), *checked.messages] +
+                     ([f"{folder}: left out {len(skipped)} file(s): {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}"] if skipped else []),
+                     image_notes={str(p): n for p, n in checked.notes.items()})
     return out
 
 # %% ../nbs/08_predict.ipynb #974a96a8
@@ -337,7 +594,10 @@ def dx_metrics(y:np.ndarray, # true class index per image
               )->dict:
     "Accuracy, balanced accuracy, macro one-vs-rest AUC over the classes present, top-label ECE (scikit-learn, chapter 06)."
     aucs = [a for i in range(len(classes)) if (a := _auc(y == i, probs[:, i])) is not None]
-    return dict(accuracy=float(accuracy_score(y, probs.argmax(1))), balanced_accuracy=float(balanced_accuracy_score(y, probs.argmax(1))),
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # balanced accuracy warns where a predicted class has no images; defined all the same
+        bacc = float(balanced_accuracy_score(y, probs.argmax(1)))
+    return dict(accuracy=float(accuracy_score(y, probs.argmax(1))), balanced_accuracy=bacc,
                 macro_auc=float(np.mean(aucs)) if aucs else None, auc_classes=len(aucs), ece=ece(y, probs))
 
 def mel_metrics(is_mel:np.ndarray, # true: melanoma
@@ -350,12 +610,47 @@ def mel_metrics(is_mel:np.ndarray, # true: melanoma
     return dict(n_melanoma=n_mel, n_other=n_other, **{k: None if v is None else float(v) for k, v in m.items()},
                 mel_sensitivity=float(pred_mel[is_mel].mean()) if n_mel else None, mel_specificity=float(1 - pred_mel[~is_mel].mean()) if n_other else None)
 
+def class_table(y:np.ndarray, # true class index per image
+                probs:np.ndarray, # (n, n_classes) probabilities
+                classes:list=CLASSES # class names, in column order
+               )->pd.DataFrame:
+    "Chapter 06's `per_class_table`, with NaN (n/a) where a value is undefined: precision without predictions, recall and AUC without images of the class, F1 where either is."
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); t = per_class_table(y, probs, classes)
+    pred = np.bincount(probs.argmax(1), minlength=len(classes))
+    t.loc[pred == 0, 'precision'] = np.nan; t.loc[t.support.to_numpy() == 0, ['recall', 'auc']] = np.nan
+    t.loc[t.precision.isna() | t.recall.isna(), 'f1'] = np.nan
+    return t.astype(dict(support=int))
+
 # %% ../nbs/08_predict.ipynb #3dfec34d
 def _model_info(folder:Path, ens:FoldEnsemble)->dict:
     "What the ensemble is and which run made it (chapter 05's provenance, where recorded)."
     c, prov = ens.cfgs[0], _kfold_record(run_of(folder))
     return dict(folder=str(folder.resolve()), arch=c['arch'], folds=[int(c['fold']) for c in ens.cfgs], img_size=ens.img_size, weights=c.get('weights'),
-                trained_profile=prov.get('profile'), smoke=prov.get('smoke'), trained_commit=prov.get('git_commit'), trained_date_utc=prov.get('date_utc'))
+                trained_profile=prov.get('profile'), smoke=getattr(ens, 'smoke', prov.get('smoke')), trained_commit=prov.get('git_commit'), trained_date_utc=prov.get('date_utc'),
+                warnings=list(getattr(ens, 'notes', [])))
+
+def training_data(folder:Path # the configuration folder used
+                 )->Path|None:
+    "The HAM10000 folder the run trained on (its provenance), else the one `find_data` finds, else None."
+    d = _run_record(run_of(folder), 'data')
+    if d and (Path(d)/'metadata.csv').is_file(): return Path(d)
+    try: return find_data()
+    except DataError: return None
+
+def training_overlap(paths:list, # evaluated image files
+                     data:Path|None # a HAM10000 folder (metadata.csv, images/)
+                    )->dict:
+    "The evaluated images that share an image_id with a HAM10000 image (`same_id`) or are byte-identical to one (`identical`)."
+    if data is None: return dict(data=None, same_id=[], identical=[])
+    try: ids = set(pd.read_csv(Path(data)/'metadata.csv', usecols=['image_id'], dtype=str).image_id)
+    except (OSError, ValueError): ids = set()
+    by_size = {}
+    if (Path(data)/'images').is_dir():
+        for e in os.scandir(Path(data)/'images'):
+            if e.is_file(): by_size.setdefault(e.stat().st_size, []).append(e.path)
+    sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    identical = [str(p) for p in paths if (c := by_size.get(Path(p).stat().st_size)) and sha(p) in {sha(q) for q in c}]   # hashes only same-size files
+    return dict(data=str(data), same_id=[str(p) for p in paths if Path(p).stem in ids], identical=identical)
 
 def evaluate(ens:FoldEnsemble, # the fold models
              labelled:pd.DataFrame, # from `labelled_images`
@@ -364,24 +659,57 @@ def evaluate(ens:FoldEnsemble, # the fold models
             )->tuple:
     "Metrics of `ens` on the labelled images, their per-class table (None for melanoma labels) and the probabilities."
     probs, _ = predict_images(ens, labelled.path.tolist(), bs=bs, progress=progress)
-    mel, pred = ens.classes.index('mel'), probs.argmax(1)
-    if labelled.attrs['task'] == 'melanoma': return dict(n=len(probs), **mel_metrics(labelled.melanoma.to_numpy() == '1', probs[:, mel], pred == mel)), None, probs
-    y = labelled.dx.map(ens.classes.index).to_numpy()
-    return dict(n=len(y), **dx_metrics(y, probs, ens.classes), **mel_metrics(y == mel, probs[:, mel], pred == mel)), per_class_table(y, probs, ens.classes), probs
+    return *image_metrics(labelled, probs, ens.classes), probs
+
+def image_metrics(labelled:pd.DataFrame, # labels (`dx` or `melanoma`, `attrs['task']`)
+                  probs:np.ndarray, # their probabilities
+                  classes:list=CLASSES, # class names, in column order
+                  table:bool=True # also the per-class table
+                 )->tuple:
+    "Metrics of `probs` against the labels, and the per-class table (None for melanoma labels, or if not `table`)."
+    mel, pred = classes.index('mel'), probs.argmax(1)
+    if labelled.attrs['task'] == 'melanoma': return dict(n=len(probs), **mel_metrics(labelled.melanoma.to_numpy() == '1', probs[:, mel], pred == mel)), None
+    y = labelled.dx.map(classes.index).to_numpy()
+    return dict(n=len(y), **dx_metrics(y, probs, classes), **mel_metrics(y == mel, probs[:, mel], pred == mel)), class_table(y, probs, classes) if table else None
+
+def bootstrap_cis(labelled:pd.DataFrame, # labels, with `lesion_id` for the lesion bootstrap
+                  probs:np.ndarray, # their probabilities
+                  classes:list=CLASSES, # class names, in column order
+                  n:int=1000, # resamples
+                  seed:int=0 # seed of the resampling
+                 )->dict:
+    "Percentile 95% CIs of `image_metrics`, resampling lesions (with all their images; chapter 06's `lesion_bootstrap`) where `lesion_id` is given, else images."
+    level = 'lesion' if 'lesion_id' in labelled.columns else 'image'
+    d = labelled.drop(columns='path', errors='ignore').reset_index(drop=True).assign(_i=range(len(labelled)))
+    if level == 'image': d = d.assign(lesion_id=d._i.astype(str))
+    def metric(s):
+        s = s.copy(); s.attrs = dict(task=labelled.attrs['task'])
+        m, _ = image_metrics(s, probs[s._i.to_numpy()], classes, table=False)
+        return {k: v for k, v in m.items() if isinstance(v, float)}
+    with redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter('ignore'); b = lesion_bootstrap(d, metric, n, seed)
+    return dict(level=level, n_resamples=n, n_units=int(d.lesion_id.nunique()),
+                ci={k: dict(lo=None if np.isnan(r.lo) else float(r.lo), hi=None if np.isnan(r.hi) else float(r.hi)) for k, r in b.iterrows()})
 
 # %% ../nbs/08_predict.ipynb #9ce8bc4e
 def summary_md(res:dict # the content of metrics.json
               )->str:
-    "A short Markdown summary of an evaluation: notice, models, data, metrics."
+    "A short Markdown summary of an evaluation: notice, warnings, models, data, metrics with their CIs."
     m, mod, d = res['metrics'], res['models'], res['data']
-    fmt = lambda v: 'n/a' if v is None else f'{v:.3f}' if isinstance(v, float) else str(v)
+    fmt = lambda v: 'n/a' if v is None or (isinstance(v, float) and np.isnan(v)) else f'{v:.3f}' if isinstance(v, float) else str(v)
     smoke = ('\n> **The models come from a SMOKE run**: a tiny CPU run that checks the code. These numbers are not results.\n' if mod['smoke'] else '')
-    lines = [f"# Evaluation of {Path(d['folder']).name}", '', f"> {DISCLAIMER}", smoke,
+    warn = ''.join(f'\n> **Warning:** {w}.\n' for w in res.get('warnings', []) if 'SMOKE' not in w)
+    ci = (res.get('bootstrap') or {}).get('ci', {})
+    cis = lambda k: f" [{fmt(ci[k]['lo'])}, {fmt(ci[k]['hi'])}]" if k in ci else ''
+    b = res.get('bootstrap')
+    lines = [f"# Evaluation of {Path(d['folder']).name}", '', f"> {DISCLAIMER}", smoke + warn,
              f"Models: {mod['arch']}, folds {mod['folds']}, {mod['img_size']} px, weights: {mod['weights']}; run profile {mod['trained_profile'] or 'unknown'} ({mod['folder']}).",
              f"Data: {m['n']} labelled images in {d['folder']} ({d['n_unlabelled']} unlabelled images ignored), labels {d['labels']} (`{d['task']}`, sha256 {d['labels_sha256'][:12]}).",
              f"Run: {res['date_utc']}, git {res['git_commit']}, {res['hardware']['cpu']}, GPU: {res['hardware']['gpu']}.", '',
-             '| metric | value |', '|---|---|', *[f'| {k} | {fmt(v)} |' for k, v in m.items()]]
-    if res.get('per_class'): lines += ['', '| class | precision | recall | F1 | AUC | support |', '|---|---|---|---|---|---|',
+             (f"95% CIs: percentile bootstrap over {b['n_units']} {b['level']}s ({b['n_resamples']} resamples{', all images of a lesion together' if b['level'] == 'lesion' else '; no lesion_id given, so images of one lesion count as independent'})." if b else 'No bootstrap CIs (--n-boot 0).'), '',
+             '| metric | value | 95% CI |', '|---|---|---|', *[f'| {k} | {fmt(v)} | {cis(k).strip()} |' for k, v in m.items()]]
+    if res.get('per_class'): lines += ['', 'Per class (n/a: undefined, e.g. precision of a class never predicted, recall of a class without images):', '',
+                                       '| class | precision | recall | F1 | AUC | support |', '|---|---|---|---|---|---|',
                                        *[f"| {c} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} | {fmt(r['auc'])} | {r['support']} |" for c, r in res['per_class'].items()]]
     return '\n'.join(lines) + '\n'
 
@@ -389,8 +717,9 @@ def summary_md(res:dict # the content of metrics.json
 def default_out(folder:Path, # the configuration folder used
                 images:Path # the evaluated image folder
                )->Path:
-    "`<run>/evaluations/<image folder name>`, the run being the one that holds `folder`."
-    return run_of(folder)/'evaluations'/Path(images).resolve().name
+    "A new `<run>/evaluations/<image folder name>-<first 8 hex of sha256(its absolute path)>-<UTC timestamp>`, the run being the one that holds `folder`."
+    images = Path(images).resolve()
+    return unique_folder(run_of(folder)/'evaluations', f"{images.name}-{hashlib.sha256(str(images).encode()).hexdigest()[:8]}-{_stamp()}")
 
 def run_evaluate(folder:Path|str, # the image folder
                  labels:Path|str, # the labels CSV
@@ -399,18 +728,37 @@ def run_evaluate(folder:Path|str, # the image folder
                  device:str='cpu', # torch device
                  max_pixels:int=25_000_000, # see `check_input`
                  echo=print, # where the lines go
-                 progress:bool=False # show a progress bar (on stdout)
+                 progress:bool=False, # show a progress bar (on stdout)
+                 bs:int=32, # batch size
+                 n_boot:int=1000, # bootstrap resamples for the 95% CIs (0: none)
+                 force:bool=False, # replace metrics.json and summary.md already in `out`
+                 written:list|None=None # if given, gets each file written
                 )->dict:
-    "`melanoma-evaluate` as a function: check labels and images, load the ensemble, score, write metrics.json and summary.md."
-    lab = labelled_images(read_labels(labels), folder, labels, max_pixels)
-    mf = model_folder(run); ens = load_ensemble(mf, device)
-    m, per_class, _ = evaluate(ens, lab, progress=progress)
-    res = dict(notice=DISCLAIMER, metrics=m, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')), models=_model_info(mf, ens),
-               data=dict(folder=str(Path(folder).resolve()), labels=str(Path(labels).resolve()), labels_sha256=file_sha256(labels), task=lab.attrs['task'], n_unlabelled=lab.attrs['n_unlabelled']),
-               git_commit=git_commit(), date_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), hardware=hardware(), packages=package_versions())
+    "`melanoma-evaluate` as a function: check options, labels, images and output folder, load the ensemble, score, write metrics.json and summary.md."
+    o = check_options(max_pixels=max_pixels, bs=bs, device=device, n_boot=n_boot)
+    if out: check_out(out)
+    mf = model_folder(run)
     out = Path(out) if out else default_out(mf, Path(folder))
+    lab = labelled_images(read_labels(labels), folder, labels, o['max_pixels'], exclude=(out,))
+    check_out(out, ['metrics.json', 'summary.md'], force)
+    ens = load_ensemble(mf, o['device'])
+    overlap = training_overlap(lab.path.tolist(), training_data(mf))
+    warns = list(ens.notes) + ([f"{len(overlap['identical'])} evaluated image(s) are byte-identical to HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['identical'][0]}: the metrics are optimistic"] if overlap['identical'] else []) \
+            + ([f"{len(overlap['same_id'])} evaluated image(s) share an image_id with HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['same_id'][0]}: the metrics may be optimistic"] if overlap['same_id'] else [])
+    for w in warns: echo(f'warning: {w}')
+    for s in lab.attrs['notes']: echo(f'note: {s}')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        m, per_class, probs = evaluate(ens, lab, bs=o['bs'], progress=progress)
+    boot = bootstrap_cis(lab, probs, ens.classes, o['n_boot']) if o['n_boot'] else None
+    res = dict(notice=DISCLAIMER, warnings=warns, metrics=m, bootstrap=boot, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')),
+               models=_model_info(mf, ens), training_overlap=overlap,
+               data=dict(folder=str(Path(folder).resolve()), labels=str(Path(labels).resolve()), labels_sha256=file_sha256(labels), task=lab.attrs['task'], n_unlabelled=lab.attrs['n_unlabelled'],
+                         notes=lab.attrs['notes'], image_notes=lab.attrs['image_notes']),
+               git_commit=git_commit(), date_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), hardware=hardware(), packages=package_versions())
     md = summary_md(res)
-    save_json(res, out/'metrics.json'); atomic_write(out/'summary.md', md)
+    written = [] if written is None else written
+    written.append(str(save_json(res, out/'metrics.json'))); written.append(str(atomic_write(out/'summary.md', md)))
     echo(md); echo(f"written: {out/'metrics.json'} and {out/'summary.md'}")
     return res
 
@@ -419,21 +767,21 @@ def run_evaluate(folder:Path|str, # the image folder
 def melanoma_evaluate(folder:Annotated[str, "folder of the images to evaluate"],
                       labels:str=None, # CSV: image_id plus dx (HAM10000 codes) or melanoma (0/1); optional lesion_id
                       run:str=None, # run folder (runs/<name>) or configuration folder with fold*/ (default: runs/latest)
-                      out:str=None, # output folder (default: <run>/evaluations/<folder name>)
+                      out:str=None, # output folder (default: a new <run>/evaluations/<folder name>-<path hash>-<UTC timestamp>/)
                       device:str='cpu', # torch device: cpu or cuda
-                      max_pixels:int=25_000_000 # largest image accepted (width*height)
+                      max_pixels:int=25_000_000, # largest image accepted (width*height)
+                      bs:int=32, # batch size, 1-1024
+                      n_boot:int=1000, # bootstrap resamples for the 95% CIs (lesions if lesion_id is given, else images); 0: none
+                      force:bool=False # replace metrics.json and summary.md already in --out
                      ):
-    "Metrics of a run's fold ensemble on a labelled image folder: metrics.json and summary.md. Not a diagnosis."
-    print(DISCLAIMER, flush=True)
-    try:
-        if not labels: raise CommandError(f"No --labels given. {LABELS_FIX}")
-        run_evaluate(folder, labels, run, out, device, max_pixels, progress=sys.stdout.isatty())
-    except CommandError as e: raise SystemExit(f'error: {e}')
+    "Metrics of a run's fold ensemble on a labelled image folder, with bootstrap 95% CIs: metrics.json and summary.md. Not a diagnosis."
+    if not labels: print(DISCLAIMER, flush=True); raise SystemExit(f"error: --labels: not given. {LABELS_FIX}")
+    cli_main(run_evaluate, folder=folder, labels=labels, run=run, out=out, device=device, max_pixels=max_pixels, bs=bs, n_boot=n_boot, force=force)
 
 # %% ../nbs/08_predict.ipynb #59a96c78
 def time_predict(ens:FoldEnsemble, # the fold models, loaded
                  paths:list, # checked image files
-                 out:Path, # a scratch output folder
+                 out:Path, # a scratch output folder (its earlier files are replaced)
                  bs:int=1, # batch size
                  gradcam:bool=True # with the overlays
                 )->float:
