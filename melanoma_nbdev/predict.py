@@ -30,10 +30,11 @@ __all__ = ['DISCLAIMER', 'RISKY', 'TRAIN_FIX', 'FOLD_FIX', 'MIN_SIDE', 'MAX_ASPE
            'check_device', 'check_options', 'newest_trained_run', 'model_folder', 'load_ensemble', 'is_own_output',
            'image_note', 'check_input', 'inspect_input', 'Inputs', 'image_files', 'check_inputs', 'EnsembleOutputs',
            'TopClassLogit', 'ensemble_cam', 'image_dl', 'predict_images', 'top_k', 'predictions_frame', 'captioned',
-           'save_prediction_png', 'overlay_name', 'predict_to', 'prediction_line', 'unique_folder', 'check_out',
-           'run_predict', 'cli_main', 'melanoma_predict', 'read_labels', 'match_image', 'labelled_images', 'dx_metrics',
-           'mel_metrics', 'class_table', 'training_data', 'training_overlap', 'evaluate', 'image_metrics',
-           'bootstrap_cis', 'summary_md', 'default_out', 'run_evaluate', 'melanoma_evaluate', 'time_predict']
+           'prediction_png', 'save_prediction_png', 'overlay_name', 'predict_to', 'prediction_line', 'unique_folder',
+           'check_out', 'run_predict', 'cli_main', 'melanoma_predict', 'read_labels', 'match_image', 'labelled_images',
+           'dx_metrics', 'mel_metrics', 'class_table', 'training_data', 'training_overlap', 'evaluate', 'image_metrics',
+           'lesion_level', 'bootstrap_cis', 'summary_md', 'default_out', 'run_evaluate', 'melanoma_evaluate',
+           'time_predict']
 
 # %% ../nbs/08_predict.ipynb #b6abdeff
 DISCLAIMER = ("NOTICE: research software, not a medical device; its outputs are not a diagnosis. "
@@ -142,7 +143,9 @@ def model_folder(run:Path|str|None=None # a run folder or a configuration folder
     runs = (project_root() or Path.cwd())/'runs'
     given, run = run, Path(run) if run else runs/'latest'
     if run.is_file(): raise CommandError(f"--run {run}: is a file, not a run folder. Fix: pass a run folder (runs/<name>) or a configuration folder with fold*/.")
-    if not run.is_dir(): raise CommandError(f"Run folder {run} not found. {TRAIN_FIX}")
+    if not run.is_dir():
+        newest = None if given else newest_trained_run(runs)
+        raise CommandError(f"Run folder {run} not found. " + (f"Fix: pass --run {newest} (the newest run with models)." if newest else TRAIN_FIX))
     if any(run.glob('fold*/done.json')): return run
     found = sorted(d for d in (run/'kfold').glob('*') if any(d.glob('fold*/done.json')))
     main, ce = _main_name(run), [d for d in found if d.name.endswith('_ce')]
@@ -365,17 +368,23 @@ def captioned(img:np.ndarray, # RGB image, uint8 (H, W, 3)
     for i, s in enumerate(lines): draw.text((3, img.shape[0] + 2 + i * lh), s, fill='black', font=font)
     return out
 
+def prediction_png(path:Path, # the image file
+                   heat:np.ndarray, # its Grad-CAM map
+                   row:pd.Series # its row of `predictions_frame`
+                  )->bytes:
+    "The Grad-CAM overlay of one image (read as shown, `read_rgb`) with its prediction and the notice (also in its 'Disclaimer' text chunk), as PNG bytes."
+    info = PngImagePlugin.PngInfo(); info.add_text('Disclaimer', DISCLAIMER); info.add_text('Prediction', f'{row.top1} {row.p_top1:.3f}, risk {row.risk}')
+    buf = io.BytesIO()
+    captioned(overlay(read_rgb(path), heat), [f'Grad-CAM of {row.top1} ({row.p_top1:.2f}); risk {row.risk}', 'Research software, not a diagnosis']).save(buf, format='PNG', pnginfo=info)
+    return buf.getvalue()
+
 def save_prediction_png(path:Path, # the image file
                         heat:np.ndarray, # its Grad-CAM map
                         row:pd.Series, # its row of `predictions_frame`
                         fn:Path # the PNG to write
                        )->Path:
-    "The Grad-CAM overlay of one image with its prediction and the notice, as PNG (atomically)."
-    img = read_rgb(path)
-    info = PngImagePlugin.PngInfo(); info.add_text('Disclaimer', DISCLAIMER); info.add_text('Prediction', f'{row.top1} {row.p_top1:.3f}, risk {row.risk}')
-    buf = io.BytesIO()
-    captioned(overlay(img, heat), [f'Grad-CAM of {row.top1} ({row.p_top1:.2f}); risk {row.risk}', 'Research software, not a diagnosis']).save(buf, format='PNG', pnginfo=info)
-    return atomic_write(fn, buf.getvalue())
+    "`prediction_png`, written atomically to `fn`."
+    return atomic_write(fn, prediction_png(path, heat, row))
 
 # %% ../nbs/08_predict.ipynb #45cfc495
 def overlay_name(path:Path|str # an input image
@@ -528,6 +537,9 @@ def read_labels(fn:Path|str # the labels CSV
                            ('image_id', 'duplicate', df.image_id.duplicated(keep=False))):
         if bad.any(): raise CommandError(f"{fn}: {what} {col} {sorted(df[col][bad].unique())[:5]} on line(s) {_rows(bad)}. {LABELS_FIX} One row per image.")
     if 'lesion_id' in df.columns and (df.lesion_id == '').any(): raise CommandError(f"{fn}: empty lesion_id on line(s) {_rows(df.lesion_id == '')}. Fix: fill it in, or drop the lesion_id column.")
+    if 'lesion_id' in df.columns:
+        n = df.groupby('lesion_id')[task].nunique(); bad = df.lesion_id.isin(n.index[n > 1])
+        if bad.any(): raise CommandError(f"{fn}: lesion {df.lesion_id[bad].iloc[0]!r} has different {task} labels on line(s) {_rows(bad)}. Fix: give every image of a lesion that lesion's label.")
     df.attrs['task'] = task
     return df
 
@@ -672,6 +684,14 @@ def image_metrics(labelled:pd.DataFrame, # labels (`dx` or `melanoma`, `attrs['t
     y = labelled.dx.map(classes.index).to_numpy()
     return dict(n=len(y), **dx_metrics(y, probs, classes), **mel_metrics(y == mel, probs[:, mel], pred == mel)), class_table(y, probs, classes) if table else None
 
+def lesion_level(labelled:pd.DataFrame, # labels with `lesion_id` (one label per lesion, `read_labels`)
+                 probs:np.ndarray # the images' probabilities
+                )->tuple:
+    "One row per lesion (sorted by lesion_id): its labels, and the mean probabilities of its images."
+    lab = labelled.drop(columns='path', errors='ignore').groupby('lesion_id', sort=True).first().reset_index()
+    lab.attrs = dict(task=labelled.attrs['task'])
+    return lab, pd.DataFrame(probs).groupby(labelled.lesion_id.to_numpy(), sort=True).mean().to_numpy()
+
 def bootstrap_cis(labelled:pd.DataFrame, # labels, with `lesion_id` for the lesion bootstrap
                   probs:np.ndarray, # their probabilities
                   classes:list=CLASSES, # class names, in column order
@@ -708,6 +728,8 @@ def summary_md(res:dict # the content of metrics.json
              f"Run: {res['date_utc']}, git {res['git_commit']}, {res['hardware']['cpu']}, GPU: {res['hardware']['gpu']}.", '',
              (f"95% CIs: percentile bootstrap over {b['n_units']} {b['level']}s ({b['n_resamples']} resamples{', all images of a lesion together' if b['level'] == 'lesion' else '; no lesion_id given, so images of one lesion count as independent'})." if b else 'No bootstrap CIs (--n-boot 0).'), '',
              '| metric | value | 95% CI |', '|---|---|---|', *[f'| {k} | {fmt(v)} | {cis(k).strip()} |' for k, v in m.items()]]
+    if res.get('lesion_metrics'): lines += ['', "Lesion level (the mean probabilities of a lesion's images, one decision per lesion):", '',
+                                            '| metric | value |', '|---|---|', *[f'| {k} | {fmt(v)} |' for k, v in res['lesion_metrics'].items()]]
     if res.get('per_class'): lines += ['', 'Per class (n/a: undefined, e.g. precision of a class never predicted, recall of a class without images):', '',
                                        '| class | precision | recall | F1 | AUC | support |', '|---|---|---|---|---|---|',
                                        *[f"| {c} | {fmt(r['precision'])} | {fmt(r['recall'])} | {fmt(r['f1'])} | {fmt(r['auc'])} | {r['support']} |" for c, r in res['per_class'].items()]]
@@ -751,7 +773,8 @@ def run_evaluate(folder:Path|str, # the image folder
         warnings.simplefilter('ignore')
         m, per_class, probs = evaluate(ens, lab, bs=o['bs'], progress=progress)
     boot = bootstrap_cis(lab, probs, ens.classes, o['n_boot']) if o['n_boot'] else None
-    res = dict(notice=DISCLAIMER, warnings=warns, metrics=m, bootstrap=boot, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')),
+    lesion_m = image_metrics(*lesion_level(lab, probs), ens.classes, table=False)[0] if 'lesion_id' in lab.columns else None
+    res = dict(notice=DISCLAIMER, warnings=warns, metrics=m, bootstrap=boot, lesion_metrics=lesion_m, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')),
                models=_model_info(mf, ens), training_overlap=overlap,
                data=dict(folder=str(Path(folder).resolve()), labels=str(Path(labels).resolve()), labels_sha256=file_sha256(labels), task=lab.attrs['task'], n_unlabelled=lab.attrs['n_unlabelled'],
                          notes=lab.attrs['notes'], image_notes=lab.attrs['image_notes']),

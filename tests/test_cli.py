@@ -54,8 +54,8 @@ def test_predict_end_to_end(trained, tmp_path):
     r = cli('melanoma-predict', *imgs, '--run', run, '--out', out, '--gradcam')
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert lines[0] == DISCLAIMER and lines[1] == risk_rule()
-    for line, img in zip(lines[2:5], imgs):
+    assert lines[0] == DISCLAIMER and lines[1].startswith('warning: the models come from a SMOKE run') and lines[2] == risk_rule()
+    for line, img in zip(lines[3:6], imgs):
         assert re.fullmatch(rf'{re.escape(img)}: (\w+) [01]\.\d\d, (\w+) [01]\.\d\d, (\w+) [01]\.\d\d \| risk (High|Moderate|Low)', line), line
     pred = pd.read_csv(out/'predictions.csv')
     probs = pred[[f'p_{c}' for c in CLASSES]].to_numpy()
@@ -63,7 +63,7 @@ def test_predict_end_to_end(trained, tmp_path):
     ref = ensemble_predict(FoldEnsemble(run/'kfold'/'tf_efficientnet_lite0_ce'), imgs)[CLASSES].to_numpy()
     np.testing.assert_allclose(probs, ref, atol=1e-5)
     assert pred.top1.tolist() == [CLASSES[i] for i in probs.argmax(1)] and pred.risk.tolist() == risk_level(probs)
-    assert (pred.notice == DISCLAIMER).all()
+    assert (pred.notice == DISCLAIMER).all() and pred.model_warning.str.contains('SMOKE run').all()
     for png in pred.gradcam:
         with Image.open(png) as im: assert im.info['Disclaimer'] == DISCLAIMER and im.width == 200
 
@@ -101,10 +101,11 @@ def test_evaluate_end_to_end(trained, tmp_path):
     run, df = trained
     folder = image_folder(df, tmp_path/'ext', 20)
     lab = labels_csv(folder/'labels.csv', 'image_id,dx,lesion_id\n' + ''.join(f'{r.image_id}.jpg,{r.dx},{r.lesion_id}\n' for r in df.iloc[:18].itertuples()))
-    r = cli('melanoma-evaluate', folder, '--labels', lab, '--run', run)
+    r = cli('melanoma-evaluate', folder, '--labels', lab, '--run', run, '--n-boot', 200)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(DISCLAIMER)
-    out = run/'evaluations'/'ext'   # the default: beside the models, per evaluated folder
+    out, = (run/'evaluations').glob('ext-*')   # the default: beside the models, a new folder per evaluation
+    assert re.fullmatch(r'ext-[0-9a-f]{8}-\d{8}T\d{6}Z', out.name) and f'written: {out/"metrics.json"}' in r.stdout
     res = json.loads((out/'metrics.json').read_text())
     assert res['notice'] == DISCLAIMER and res['data']['task'] == 'dx' and res['data']['n_unlabelled'] == 2 and res['metrics']['n'] == 18
     # the metrics are scikit-learn's on the ensemble's probabilities of exactly the labelled images
@@ -115,6 +116,10 @@ def test_evaluate_end_to_end(trained, tmp_path):
     assert set(res['per_class']) == set(CLASSES) and res['models']['folds'] == [0, 1] and res['models']['smoke'] is True
     summary = (out/'summary.md').read_text()
     assert DISCLAIMER in summary and 'SMOKE run' in summary and '| balanced_accuracy |' in summary
+    b = res['bootstrap']   # lesion_id given: the CIs resample lesions
+    assert (b['level'], b['n_units'], b['n_resamples']) == ('lesion', df.lesion_id.iloc[:18].nunique(), 200)
+    assert b['ci']['accuracy']['lo'] <= res['metrics']['accuracy'] <= b['ci']['accuracy']['hi']
+    assert f"percentile bootstrap over {b['n_units']} lesions" in summary
 
 
 def test_evaluate_melanoma_labels_without_melanomas(trained, tmp_path):
@@ -122,7 +127,7 @@ def test_evaluate_melanoma_labels_without_melanomas(trained, tmp_path):
     folder = image_folder(df, tmp_path/'ext', 6)
     others = df.iloc[:6][df.dx.iloc[:6].astype(str) != 'mel']
     lab = labels_csv(tmp_path/'m.csv', 'image_id,melanoma\n' + ''.join(f'{i},0\n' for i in others.image_id))
-    res = run_evaluate(folder, lab, run, tmp_path/'out', echo=lambda s: None)
+    res = run_evaluate(folder, lab, run, tmp_path/'out', echo=lambda s: None, n_boot=50)
     m = res['metrics']
     assert m['n'] == len(others) and m['n_melanoma'] == 0 and m['mel_auc'] is None and m['mel_sensitivity'] is None
     assert 0 <= m['mel_specificity'] <= 1 and res['per_class'] is None
@@ -165,4 +170,4 @@ def test_evaluate_bad_folders_and_images(trained, tmp_path):
     r = cli('melanoma-evaluate', folder, '--labels', lab, '--run', run)   # the script: an error line, no traceback
     assert r.returncode == 1 and r.stdout.startswith(DISCLAIMER) and 'Traceback' not in r.stderr and f'{df.image_id.iloc[0]}.jpg' in r.stderr
     r = cli('melanoma-evaluate', folder, '--run', run)
-    assert r.returncode == 1 and 'No --labels given' in r.stderr
+    assert r.returncode == 1 and r.stderr.startswith('error: --labels: not given. Fix:')

@@ -186,6 +186,13 @@ def test_paths_in_image_id_are_resolved_or_refused(run, tmp_path, unchanged):
             run_evaluate(folder, bad, run, tmp_path/'out2', echo=quiet)
 
 
+def test_a_lesion_with_two_labels_is_an_error(run, tmp_path, unchanged):
+    pictures(tmp_path/'ext', 3)
+    lab = csv_file(tmp_path/'l.csv', 'image_id,melanoma,lesion_id\nimg0,1,L1\nimg1,0,L2\nimg2,0,L1\n')
+    with unchanged(tmp_path, run):
+        with pytest.raises(CommandError, match=r"l\.csv: lesion 'L1' has different melanoma labels on line\(s\) 2, 4\. Fix:"): run_evaluate(tmp_path/'ext', lab, run, echo=quiet)
+
+
 # ------------------------------------------------------------------ 3. nonsense values
 
 @pytest.mark.parametrize('opt,value,msg', [('moderate', float('nan'), '--moderate: nan is not a number in [0.01, 1]'),
@@ -402,11 +409,12 @@ def test_bootstrap_cis_are_lesion_level_with_lesion_id(run, tmp_path):
     folder = tmp_path/'ext'; pictures(folder, 8)
     dx = ['mel', 'nv'] * 4
     lab = csv_file(tmp_path/'l.csv', 'image_id,dx,lesion_id\n' + ''.join(f'img{i},{"mel" if (i//2) % 2 else "nv"},L{i//2}\n' for i in range(8)))
-    res = run_evaluate(folder, lab, run, tmp_path/'out', echo=quiet, n_boot=60)
+    res = run_evaluate(folder, lab, run, tmp_path/'out', echo=quiet, n_boot=30)
     b = res['bootstrap']
-    assert (b['level'], b['n_units'], b['n_resamples']) == ('lesion', 4, 60)
+    assert (b['level'], b['n_units'], b['n_resamples']) == ('lesion', 4, 30)
+    assert res['lesion_metrics']['n'] == 4 and res['lesion_metrics']['n_melanoma'] == 2      # lesion level: one decision per lesion
     assert b['ci']['accuracy']['lo'] <= res['metrics']['accuracy'] <= b['ci']['accuracy']['hi']
     assert 0 <= b['ci']['mel_auc']['lo'] <= b['ci']['mel_auc']['hi'] <= 1
-    res2 = run_evaluate(folder, csv_file(tmp_path/'l2.csv', 'image_id,dx\n' + ''.join(f'img{i},{dx[i]}\n' for i in range(8))), run, tmp_path/'out2', echo=quiet, n_boot=30)
+    res2 = run_evaluate(folder, csv_file(tmp_path/'l2.csv', 'image_id,dx\n' + ''.join(f'img{i},{dx[i]}\n' for i in range(8))), run, tmp_path/'out2', echo=quiet, n_boot=20)
     assert (res2['bootstrap']['level'], res2['bootstrap']['n_units']) == ('image', 8)
-    assert '95% CIs: percentile bootstrap over 4 lesions (60 resamples, all images of a lesion together)' in (tmp_path/'out'/'summary.md').read_text()
+    assert '95% CIs: percentile bootstrap over 4 lesions (30 resamples, all images of a lesion together)' in (tmp_path/'out'/'summary.md').read_text()
