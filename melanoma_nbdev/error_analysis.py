@@ -1,4 +1,4 @@
-"""The main model's out-of-fold predictions taken apart: confusion matrix, per-class precision, recall, F1 and AUC, ROC and precision-recall curves, calibration and temperature scaling, lesion-level bootstrap confidence intervals, the melanoma threshold for a given sensitivity, errors by age, sex, body site and diagnosis type, and pictures of the errors.
+"""The main model's out-of-fold predictions taken apart, lesion level first: headline metrics with lesion-bootstrap confidence intervals, paired comparisons, melanoma thresholds cross-fitted by fold, confusion matrix, per-class metrics and curves, calibration (ECE, class-wise ECE, Brier, temperature scaling), the confirmation shortcut, errors by age, sex, body site and diagnosis type, and pictures of the errors.
 
 Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/error_analysis.html.md"""
 
@@ -7,23 +7,27 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/error_analysis.html.md"""
 # %% ../nbs/06_error_analysis.ipynb #3d5ac1db
 from __future__ import annotations
 import warnings
+from functools import partial
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt, seaborn as sns
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from scipy.optimize import minimize_scalar
 from scipy.special import softmax
-from sklearn.calibration import calibration_curve, CalibrationDisplay
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support,
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, brier_score_loss, confusion_matrix, log_loss, precision_recall_fscore_support,
                              recall_score, roc_auc_score, roc_curve, RocCurveDisplay, PrecisionRecallDisplay)
 from .data import CLASSES
 from .kfold import multiclass_metrics
 
 # %% auto #0
-__all__ = ['HEADLINE', 'probs_of', 'age_group', 'eval_frame', 'confusion_tables', 'plot_confusion', 'per_class_table',
-           'plot_class_curves', 'ece', 'temper', 'fit_temperature', 'crossfit_temperature', 'plot_reliability',
-           'headline_metrics', 'lesion_bootstrap', 'threshold_at_sensitivity', 'plot_melanoma_curves', 'slice_metrics',
-           'slice_table', 'plot_slices', 'missed_melanomas', 'false_alarms', 'confident_errors', 'show_gallery']
+__all__ = ['LESION_COLUMNS', 'HEADLINE', 'probs_of', 'age_group', 'add_decisions', 'eval_frame', 'lesion_level',
+           'confusion_tables', 'plot_confusion', 'per_class_table', 'plot_class_curves', 'ece', 'brier',
+           'classwise_ece', 'temper', 'fit_temperature', 'crossfit_temperature', 'plot_reliability',
+           'plot_class_reliability', 'headline_metrics', 'lesion_bootstrap', 'verdict', 'paired_bootstrap',
+           'threshold_at_sensitivity', 'threshold_at_specificity', 'crossfit_thresholds', 'operating_point',
+           'plot_melanoma_curves', 'slice_metrics', 'slice_table', 'plot_slices', 'missed_melanomas', 'false_alarms',
+           'confident_errors', 'show_gallery']
 
 # %% ../nbs/06_error_analysis.ipynb #7bdb93c2
 def probs_of(oof:pd.DataFrame, # OOF predictions with `<kind>_<class>` columns
@@ -43,13 +47,33 @@ def age_group(age:pd.Series # age in years; NaN where unknown
     return g.cat.add_categories('unknown').fillna('unknown')
 
 # %% ../nbs/06_error_analysis.ipynb #dec853df
+def add_decisions(d:pd.DataFrame # rows with `p_<class>` columns (images or lesions)
+                 )->pd.DataFrame:
+    "`d` with the decisions of its plain probabilities: `p_mel` (renormalised), top class `pred`, `pred_dx` and its probability `p_top`."
+    p = probs_of(d)
+    return d.assign(p_mel=p[:, CLASSES.index('mel')], pred=p.argmax(1), pred_dx=np.array(CLASSES)[p.argmax(1)], p_top=p.max(1))
+
 def eval_frame(oof:pd.DataFrame, # pooled OOF predictions (chapter 05)
                data:pd.DataFrame # the profile's table: `image_id`, `age`, `sex`, `localization`, `dx_type`, `path`
               )->pd.DataFrame:
     "OOF predictions with their image's metadata and file, top class, its probability and age group (plain predictions)."
-    p = probs_of(oof)
     ev = oof.merge(data[['image_id', 'age', 'sex', 'localization', 'dx_type', 'path']], on='image_id', how='left', validate='one_to_one')
-    return ev.assign(p_mel=p[:, CLASSES.index('mel')], pred=p.argmax(1), pred_dx=np.array(CLASSES)[p.argmax(1)], p_top=p.max(1), age_group=age_group(ev.age))
+    return add_decisions(ev).assign(age_group=age_group(ev.age))
+
+# %% ../nbs/06_error_analysis.ipynb #1438f7bb
+LESION_COLUMNS = ('dx', 'y', 'fold', 'dx_type', 'age', 'sex', 'localization', 'age_group')
+
+def lesion_level(ev:pd.DataFrame, # one row per image: `lesion_id`, `y`, `fold` and `<kind>_<class>` probability columns
+                 kinds:tuple=('p', 'tta') # probability kinds to average (those present)
+                )->pd.DataFrame:
+    "One row per lesion: the mean probabilities of its images, its `LESION_COLUMNS` (from its first image), `n_images`, and `add_decisions`."
+    g = ev.groupby('lesion_id', sort=False, observed=True)
+    for c in ('y', 'fold'):
+        bad = g[c].nunique() > 1
+        if bad.any(): raise ValueError(f"Lesion(s) {', '.join(map(str, bad[bad].index[:5]))} have images with different `{c}`: a lesion has one diagnosis and one fold; check the OOF table.")
+    probs = [f'{k}_{c}' for k in kinds for c in CLASSES if f'{k}_{c}' in ev]
+    keep = [c for c in LESION_COLUMNS if c in ev]
+    return add_decisions(pd.concat([g[keep].first(), g[probs].mean(), g.size().rename('n_images')], axis=1).reset_index())
 
 # %% ../nbs/06_error_analysis.ipynb #5e073ff5
 def confusion_tables(y:np.ndarray, # true class index per image
@@ -103,15 +127,32 @@ def plot_class_curves(y:np.ndarray, # true class index per image
     return fig
 
 # %% ../nbs/06_error_analysis.ipynb #4f151256
+def _binned_gap(hit:np.ndarray, conf:np.ndarray, n_bins:int)->float:
+    "Image-weighted mean |share of hits - mean confidence| over equal-width bins of `conf` (the bins of scikit-learn's `calibration_curve`)."
+    b = np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], conf)
+    return float(np.abs(np.bincount(b, hit, n_bins) - np.bincount(b, conf, n_bins)).sum() / len(conf))
+
 def ece(y:np.ndarray, # true class index per image
         probs:np.ndarray, # (n, n_classes) probabilities
         n_bins:int=15 # equal-width confidence bins on [0, 1]
        )->float:
     "Top-label expected calibration error: the image-weighted mean |accuracy - confidence| over equal-width confidence bins."
-    conf, correct = probs.max(1), (probs.argmax(1) == y).astype(int)
-    acc, mean_conf = calibration_curve(correct, conf, n_bins=n_bins, strategy='uniform')
-    counts = np.bincount(np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], conf), minlength=n_bins)  # the bins of calibration_curve
-    return float(np.sum(counts[counts > 0] * np.abs(acc - mean_conf)) / len(y))
+    return _binned_gap((probs.argmax(1) == y).astype(float), probs.max(1), n_bins)
+
+# %% ../nbs/06_error_analysis.ipynb #8ccdcb5e
+def brier(y:np.ndarray, # true class index per image
+          probs:np.ndarray # (n, n_classes) probabilities
+         )->float:
+    "Multi-class Brier score: the mean over images of sum_k (p_k - [y = k])^2; 0 is perfect, 2 the worst (scikit-learn, not halved)."
+    return float(brier_score_loss(y, probs, labels=list(range(probs.shape[1])), scale_by_half=False))
+
+def classwise_ece(y:np.ndarray, # true class index per image
+                  probs:np.ndarray, # (n, n_classes) probabilities
+                  n_bins:int=15, # equal-width bins of each class's probability
+                  classes:list=CLASSES # class names, in column order
+                 )->pd.Series:
+    "The ECE of each class's own probability (truth: is the class; equal-width bins, image-weighted); their mean is the class-wise ECE."
+    return pd.Series([_binned_gap((y == k).astype(float), probs[:, k], n_bins) for k in range(len(classes))], index=pd.Index(classes, name='class'))
 
 # %% ../nbs/06_error_analysis.ipynb #aa636f65
 def temper(probs:np.ndarray, # (n, n_classes) probabilities
@@ -158,6 +199,25 @@ def plot_reliability(y:np.ndarray, # true class index per image
     fig.tight_layout()
     return fig
 
+# %% ../nbs/06_error_analysis.ipynb #0ac6514e
+def plot_class_reliability(y:np.ndarray, # true class index per image
+                           curves:dict, # label -> (n, n_classes) probabilities, e.g. before and after scaling
+                           cls:str='mel', # the class whose probability is drawn
+                           n_bins:int=10, # equal-width bins of the class's probability
+                           title:str='' # the figure's title
+                          )->plt.Figure:
+    "Reliability diagram of one class's probability (truth: is the class) above the histogram of that probability; 6.5 in wide, for the PDF's text width."
+    k = CLASSES.index(cls)
+    fig, (a, b) = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True, height_ratios=[2, 1], layout='constrained')
+    for name, p in curves.items():
+        CalibrationDisplay.from_predictions(y == k, p[:, k], n_bins=n_bins, name=f'{name} (ECE {classwise_ece(y, p, n_bins)[cls]:.3f})', ax=a, ref_line=name == list(curves)[0])
+        b.hist(p[:, k], bins=np.linspace(0, 1, n_bins + 1), histtype='step', lw=1.5, label=name)
+    a.set(xlabel='', ylabel=f'share of {cls} in the bin (0-1)', title=f'Reliability of p({cls}): {n_bins} equal-width bins')
+    b.set(xlabel=f'p({cls}), mean in the bin (top) / value (bottom), 0-1', ylabel='images (log scale)', xlim=(0, 1), yscale='log')
+    a.legend(fontsize=9, loc='upper left'); b.legend(fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
 # %% ../nbs/06_error_analysis.ipynb #34b8b15d
 HEADLINE = ('accuracy', 'balanced_accuracy', 'macro_auc', 'mel_auc', 'mel_sens_at_80_spec')
 
@@ -169,24 +229,60 @@ def headline_metrics(oof:pd.DataFrame, # OOF predictions with `y` and `<kind>_<c
     return {k: float(m[k]) for k in HEADLINE}
 
 # %% ../nbs/06_error_analysis.ipynb #6f8795dd
-def _try(metric, d:pd.DataFrame)->dict:
+def _try(metric, d)->dict:
     "`metric(d)`, or {} where it is undefined (it raises ValueError, e.g. an AUC with one class); warnings silenced."
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         try: return metric(d)
         except ValueError: return {}
 
-def lesion_bootstrap(oof:pd.DataFrame, # one row per image, with `lesion_id` and what `metric` needs
-                     metric, # oof subset -> dict of floats
+def _check_paired(a:pd.DataFrame, b:pd.DataFrame):
+    "Raise unless `a` and `b` hold the same rows (`image_id`, else `lesion_id`) in the same order."
+    key = 'image_id' if 'image_id' in a and 'image_id' in b else 'lesion_id'
+    if not (len(a) == len(b) and (a[key].to_numpy() == b[key].to_numpy()).all()):
+        raise ValueError(f"A paired bootstrap needs the same rows in the same order on both sides (`{key}` differs): "
+                         f"align the second table first, e.g. b.set_index('{key}').loc[a.{key}].reset_index().")
+
+def lesion_bootstrap(oof:pd.DataFrame, # one row per image (or per lesion), with `lesion_id` and what `metric` needs
+                     metric, # table -> dict of floats
                      n:int=1000, # bootstrap resamples
-                     seed:int=0 # seed of the resampling
+                     seed:int=0, # seed of the resampling
+                     other:pd.DataFrame|None=None # paired: the same rows predicted otherwise; the CI is then of metric(oof) - metric(other)
                     )->pd.DataFrame:
-    "Estimate and percentile 95% CI of each value of `metric`, resampling lesions (with all their images) with replacement."
+    "Estimate and percentile 95% CI of each value of `metric` (with `other`: of the difference), resampling lesions with all their images."
     oof, rng = oof.reset_index(drop=True), np.random.default_rng(seed)
-    groups, est = list(oof.groupby('lesion_id').indices.values()), pd.Series(metric(oof), dtype=float)
-    draw = lambda: oof.iloc[np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))])]
-    res = pd.DataFrame([_try(metric, draw()) for _ in progress_bar(range(n), leave=False)], columns=est.index, dtype=float).replace([np.inf, -np.inf], np.nan)
+    if other is not None: other = other.reset_index(drop=True); _check_paired(oof, other)
+    one = lambda d, i: pd.Series(metric(d.iloc[i]), dtype=float)
+    value = (lambda i: metric(oof.iloc[i])) if other is None else (lambda i: (one(oof, i) - one(other, i)).to_dict())
+    groups = list(oof.groupby('lesion_id', sort=False).indices.values())
+    est = pd.Series(value(np.arange(len(oof))), dtype=float)
+    draws = (np.concatenate([groups[j] for j in rng.integers(len(groups), size=len(groups))]) for _ in range(n))
+    res = pd.DataFrame([_try(value, i) for i in progress_bar(draws, total=n, leave=False)], columns=est.index, dtype=float).replace([np.inf, -np.inf], np.nan)
     return pd.DataFrame(dict(estimate=est, lo=res.quantile(.025), hi=res.quantile(.975), n_used=res.notna().sum()))
+
+# %% ../nbs/06_error_analysis.ipynb #7e4bb6de
+def verdict(lo:float, # lower end of the 95% CI of A - B
+            hi:float, # upper end
+            lower_better:bool=False, # True for losses and calibration errors (Brier, ECE, NLL)
+            names:tuple=('A', 'B') # the two sides' names
+           )->str:
+    "'<A> better' or '<B> better' only when the CI of A - B excludes 0; else 'no measurable difference' ('not estimable' without a CI)."
+    if not (np.isfinite(lo) and np.isfinite(hi)): return 'not estimable'
+    if lo <= 0 <= hi: return 'no measurable difference'
+    return f'{names[int((hi < 0) != lower_better)]} better'
+
+def paired_bootstrap(a:pd.DataFrame, # predictions A: one row per image (or lesion), with `lesion_id`
+                     b:pd.DataFrame, # predictions B of the same rows, in the same order
+                     metric, # table -> dict of floats
+                     n:int=1000, # bootstrap resamples
+                     seed:int=0, # seed of the resampling
+                     names:tuple=('A', 'B'), # the two sides' names, for the columns and the verdicts
+                     lower_better:tuple=() # names of the metrics where lower is better (e.g. 'brier')
+                    )->pd.DataFrame:
+    "Each metric on A and on B, the difference A - B with its paired lesion-bootstrap 95% CI (the same lesions drawn for both), and the verdict."
+    d = lesion_bootstrap(a, metric, n, seed, other=b)
+    tab = pd.DataFrame({names[0]: pd.Series(metric(a), dtype=float), names[1]: pd.Series(metric(b), dtype=float)}).join(d.rename(columns={'estimate': 'difference'}))
+    return tab.assign(verdict=[verdict(r.lo, r.hi, k in lower_better, names) for k, r in tab.iterrows()])
 
 # %% ../nbs/06_error_analysis.ipynb #10110143
 def threshold_at_sensitivity(is_mel:np.ndarray, # true: melanoma
@@ -198,6 +294,38 @@ def threshold_at_sensitivity(is_mel:np.ndarray, # true: melanoma
     fpr, tpr, thr = roc_curve(is_mel, p_mel, drop_intermediate=False)
     i = int(np.argmax(tpr >= sensitivity - 1e-12))
     return dict(threshold=float(thr[i]), sensitivity=float(tpr[i]), specificity=float(1 - fpr[i]))
+
+# %% ../nbs/06_error_analysis.ipynb #b61d69de
+def threshold_at_specificity(is_mel:np.ndarray, # true: melanoma
+                             p_mel:np.ndarray, # melanoma probability
+                             specificity:float # required specificity, in (0, 1]
+                            )->dict:
+    "The lowest threshold on `p_mel` (flag: p_mel >= threshold) whose specificity reaches `specificity`, and its sensitivity."
+    if not 0 < specificity <= 1: raise ValueError(f'specificity must be in (0, 1], got {specificity}.')
+    fpr, tpr, thr = roc_curve(is_mel, p_mel, drop_intermediate=False)
+    i = int(np.flatnonzero(fpr <= 1 - specificity + 1e-12).max())
+    return dict(threshold=float(thr[i]), sensitivity=float(tpr[i]), specificity=float(1 - fpr[i]))
+
+def crossfit_thresholds(is_mel:np.ndarray, # true: melanoma
+                        p_mel:np.ndarray, # melanoma probability
+                        folds:np.ndarray, # the fold of each row
+                        choose # (is_mel, p_mel) -> dict with 'threshold', e.g. `partial(threshold_at_sensitivity, sensitivity=.9)`
+                       )->tuple:
+    "Per-row melanoma thresholds, each fold's chosen by `choose` on the other folds only; and the thresholds by fold."
+    is_mel, p_mel, folds = np.asarray(is_mel, bool), np.asarray(p_mel, float), np.asarray(folds)
+    out, ths = np.full(len(p_mel), np.nan), {}
+    for k in np.unique(folds):
+        ths[int(k)] = float(choose(is_mel[folds != k], p_mel[folds != k])['threshold'])
+        out[folds == k] = ths[int(k)]
+    return out, ths
+
+def operating_point(is_mel:np.ndarray, # true: melanoma
+                    p_mel:np.ndarray, # melanoma probability
+                    threshold # flag p_mel >= threshold: one number, or one per row (cross-fitted)
+                   )->dict:
+    "Sensitivity and specificity actually achieved by flagging p_mel >= threshold (NaN without melanomas, or without others)."
+    is_mel, flag = np.asarray(is_mel, bool), np.asarray(p_mel, float) >= np.asarray(threshold, float)
+    return dict(sensitivity=float(flag[is_mel].mean()) if is_mel.any() else np.nan, specificity=float((~flag[~is_mel]).mean()) if (~is_mel).any() else np.nan)
 
 # %% ../nbs/06_error_analysis.ipynb #ef92ae00
 def plot_melanoma_curves(is_mel:np.ndarray, # true: melanoma
@@ -219,18 +347,22 @@ def plot_melanoma_curves(is_mel:np.ndarray, # true: melanoma
     return fig
 
 # %% ../nbs/06_error_analysis.ipynb #3e89b802
+def _flag(d:pd.DataFrame, threshold)->np.ndarray:
+    "p_mel >= threshold, where `threshold` is a number or the name of a column of per-row (cross-fitted) thresholds."
+    return (d.p_mel >= (d[threshold] if isinstance(threshold, str) else threshold)).to_numpy()
+
 def slice_metrics(d:pd.DataFrame, # images of one slice: `y`, `pred` (class indices) and `p_mel`
-                  threshold:float # melanoma flagged when p_mel >= threshold
+                  threshold:float|str # melanoma flagged when p_mel >= threshold; or the column of per-image (cross-fitted) thresholds
                  )->dict:
     "Images, accuracy, balanced accuracy (2+ classes), melanoma sensitivity at `threshold` and melanomas of a slice."
     mel, y = CLASSES.index('mel'), d.y.to_numpy()
     n_mel = int((y == mel).sum())
     return dict(n=len(d), accuracy=accuracy_score(y, d.pred), balanced_accuracy=balanced_accuracy_score(y, d.pred) if len(set(y)) > 1 else np.nan,
-                mel_sensitivity=recall_score(y == mel, d.p_mel >= threshold) if n_mel else np.nan, n_mel=n_mel)
+                mel_sensitivity=recall_score(y == mel, _flag(d, threshold)) if n_mel else np.nan, n_mel=n_mel)
 
 def slice_table(ev:pd.DataFrame, # one row per image (`eval_frame`)
                 cols:dict, # slice column -> its name in the table, e.g. {'age_group': 'age'}
-                threshold:float # melanoma threshold of `slice_metrics`
+                threshold:float|str # melanoma threshold (or threshold column) of `slice_metrics`
                )->pd.DataFrame:
     "`slice_metrics` of every value of every slice column (rows: slice, value)."
     one = lambda c: pd.DataFrame.from_dict({v: slice_metrics(g, threshold) for v, g in ev.groupby(c, observed=True)}, orient='index')
@@ -257,10 +389,10 @@ def plot_slices(tab:pd.DataFrame, # `slice_table`
 
 # %% ../nbs/06_error_analysis.ipynb #2d0ed86e
 def missed_melanomas(ev:pd.DataFrame, # `eval_frame`
-                     threshold:float # melanoma flagged when p_mel >= threshold
+                     threshold:float|str # melanoma flagged when p_mel >= threshold; or the column of per-image (cross-fitted) thresholds
                     )->pd.DataFrame:
     "Melanomas not flagged at `threshold`, lowest melanoma probability first."
-    return ev[(ev.dx == 'mel') & (ev.p_mel < threshold)].sort_values('p_mel')
+    return ev[(ev.dx == 'mel').to_numpy() & ~_flag(ev, threshold)].sort_values('p_mel')
 
 def false_alarms(ev:pd.DataFrame # `eval_frame`
                 )->pd.DataFrame:

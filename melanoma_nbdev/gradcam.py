@@ -1,4 +1,4 @@
-"""Grad-CAM heatmaps of the main model's out-of-fold predictions: the target layer per architecture, two sanity checks (a blob detector must point at its blob; a re-randomised model must give different maps), and per-class galleries of right and wrong cases, exported as PNG files.
+"""Grad-CAM heatmaps of the main model's out-of-fold predictions: the target layer per architecture, sanity checks that can fail (a blob detector must point at its blob; cascading model randomisation, top layer first, must change the maps, checked on the real fold models against a stated pass mark), and per-class galleries of right and wrong cases, exported as PNG files.
 
 Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/gradcam.html.md"""
 
@@ -21,7 +21,8 @@ from .kfold import FoldEnsemble, ensemble_dl
 from .profiles import atomic_write
 
 # %% auto #0
-__all__ = ['INDEX_COLUMNS', 'target_layer', 'gradcam', 'overlay', 'save_overlay', 'randomised', 'rank_corr', 'pick_cases',
+__all__ = ['INDEX_COLUMNS', 'target_layer', 'gradcam', 'overlay', 'save_overlay', 'randomised', 'rank_corr', 'map_similarity',
+           'cascade_layers', 'cascading_randomisation', 'randomisation_verdict', 'plot_cascade', 'pick_cases',
            'fold_model', 'case_heatmaps', 'export_gallery', 'plot_gallery']
 
 # %% ../nbs/07_gradcam.ipynb #2dc91e8e
@@ -82,13 +83,92 @@ def randomised(model:nn.Module, # a trained model
         for layer in m.modules(): getattr(layer, 'reset_parameters', lambda: None)()
     return m
 
+def _constant(maps:np.ndarray, tol:float=1e-6)->np.ndarray: return np.ptp(maps.reshape(len(maps), -1), axis=1) <= tol
+
 def rank_corr(a:np.ndarray, # heatmaps (n, h, w)
               b:np.ndarray # heatmaps (n, h, w) of the same images
              )->np.ndarray:
-    "Spearman rank correlation of each pair of maps; 0 where a map is constant (it ranks nothing)."
+    "Spearman rank correlation of each pair of maps; NaN where either map is constant (it ranks nothing)."
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # scipy warns about constant maps
-        return np.array([np.nan_to_num(spearmanr(p.ravel(), q.ravel())[0]) for p, q in zip(a, b)])
+        rho = np.array([spearmanr(p.ravel(), q.ravel())[0] for p, q in zip(a, b)], dtype=float)
+    return np.where(_constant(a) | _constant(b), np.nan, rho)
+
+def map_similarity(a:np.ndarray, # heatmaps of the trained model (n, h, w)
+                   b:np.ndarray # heatmaps of the same images by another (e.g. randomised) model
+                  )->dict:
+    "Mean and median Spearman correlation over the pairs where both maps vary, with the constant maps of each side counted apart."
+    rho = rank_corr(a, b); ok = np.isfinite(rho)
+    return dict(n=len(rho), n_compared=int(ok.sum()), constant_a=int(_constant(a).sum()), constant_b=int(_constant(b).sum()),
+                mean_rho=float(rho[ok].mean()) if ok.any() else np.nan, median_rho=float(np.median(rho[ok])) if ok.any() else np.nan)
+
+# %% ../nbs/07_gradcam.ipynb #38f23c1c
+def cascade_layers(model:nn.Module # a `Classifier` (head and body) or a bare body
+                  )->list:
+    "The layer groups of `model` from the output down to the input, as (name, module): the head, then the body's modules in reverse (timm's `blocks` stage by stage)."
+    head, body, pre = ([('head', model.head)], model.body, 'body.') if hasattr(model, 'head') and hasattr(model, 'body') else ([], model, '')
+    groups = []
+    for name, child in body.named_children():
+        if name == 'blocks' and isinstance(child, nn.Sequential): groups += [(f'{pre}blocks.{i}', c) for i, c in child.named_children()]
+        else: groups.append((f'{pre}{name}', child))
+    has_state = lambda m: any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+    return [(n, m) for n, m in head + groups[::-1] if has_state(m)]
+
+def cascading_randomisation(model:nn.Module, # a trained classifier
+                            x:torch.Tensor, # normalised batch (n, 3, h, w) on the model's device
+                            targets:list, # the class explained per image (e.g. the trained model's predicted class)
+                            seed:int=0, # seed of the new weights
+                            keep:int=3 # images whose maps are returned at every step
+                           )->tuple:
+    "`map_similarity` of the trained model's Grad-CAM maps with those after each cumulative top-down re-draw (one row per step), and the first `keep` images' maps (steps + 1, keep, h, w)."
+    base, m, rows = gradcam(model, x, targets), copy.deepcopy(model), []
+    maps = [base[:keep]]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for step, (name, layer) in enumerate(cascade_layers(m), 1):
+            for sub in layer.modules(): getattr(sub, 'reset_parameters', lambda: None)()
+            heat = gradcam(m, x, targets); maps.append(heat[:keep])
+            rows.append(dict(step=step, randomised_down_to=name, **map_similarity(base, heat)))
+    return pd.DataFrame(rows), np.stack(maps)
+
+def randomisation_verdict(last:dict, # `map_similarity` after the last step (everything re-drawn)
+                          mark:float=0.5, # the mean correlation must be below this
+                          min_share:float=0.25 # the share of images with two non-constant maps needed to judge
+                         )->str:
+    "'PASS' (mean correlation below `mark`), 'FAIL', or 'NOT ASSESSABLE' (too few pairs of non-constant maps)."
+    if last['n_compared'] < max(1, min_share * last['n']): return 'NOT ASSESSABLE'
+    return 'PASS' if last['mean_rho'] < mark else 'FAIL'
+
+# %% ../nbs/07_gradcam.ipynb #7d548eec
+def plot_cascade(tab:pd.DataFrame, # `cascading_randomisation`'s table (several models: concatenated, with a `model` column)
+                 maps:np.ndarray|None=None, # its maps (steps + 1, k, h, w) of one model, or None
+                 mark:float=0.5, # the pass mark drawn
+                 title:str='' # the figure's title
+                ):
+    "Mean and median rank correlation with the trained maps per cascade step (constant maps counted apart), and example maps per step."
+    steps = tab.groupby('step', sort=True).agg(name=('randomised_down_to', 'first'), mean=('mean_rho', 'mean'), median=('median_rho', 'median'),
+                                                constant=('constant_b', 'sum'), n=('n', 'sum'))
+    k = 0 if maps is None else maps.shape[1]
+    fig = plt.figure(figsize=(6.5, 3.4 + 1.1 * k), layout='constrained')
+    sf = fig.subfigures(2, 1, height_ratios=[3.4, 1.1 * k]) if k else [fig]
+    a = sf[0].subplots()
+    a.plot(steps.index, steps['mean'], 'o-', label='mean (non-constant pairs)'); a.plot(steps.index, steps['median'], 's--', label='median')
+    a.axhline(mark, c='red', ls=':', label=f'pass mark {mark} (last step)'); a.axhline(0, c='grey', lw=.5)
+    a.set_xticks(steps.index, [s.replace('body.', '') for s in steps.name], rotation=60, ha='right', fontsize=8)
+    a.set(ylim=(-1.05, 1.05), xlabel='re-drawn from the top down to this layer (cumulative)', ylabel='Spearman correlation\nwith the trained maps (-1 to 1)')
+    b = a.twinx(); b.bar(steps.index, steps.constant / steps.n * 100, alpha=.2, color='grey', label='constant randomised maps (%)')
+    b.set(ylim=(0, 100), ylabel='constant maps (% of images)')
+    h1, l1 = a.get_legend_handles_labels(); h2, l2 = b.get_legend_handles_labels()
+    a.legend(h1 + h2, l1 + l2, fontsize=8, loc='lower left'); a.set_title(title, fontsize=9)
+    if k:
+        show = np.unique(np.linspace(0, len(maps) - 1, min(6, len(maps))).round().astype(int))
+        axs = sf[1].subplots(k, len(show), squeeze=False)
+        for j, s in enumerate(show):
+            for i in range(k):
+                axs[i, j].imshow(maps[s, i], cmap='jet', vmin=0, vmax=1); axs[i, j].set_xticks([]); axs[i, j].set_yticks([])
+            axs[0, j].set_title('trained' if s == 0 else f"to {steps.name[s].replace('body.', '')}", fontsize=8)
+        axs[0, 0].set_ylabel('image 1', fontsize=8)
+    return fig
 
 # %% ../nbs/07_gradcam.ipynb #4df04c0b
 def pick_cases(oof:pd.DataFrame, # OOF predictions: `y`, `dx`, `fold` and `p_<class>` columns (chapter 05)
