@@ -153,14 +153,15 @@ def test_browser_end_to_end(runs, tmp_path):
         upload = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'input[type="file"]'))[0]
         assert DISCLAIMER.split(';')[0] in driver.find_element(By.TAG_NAME, 'body').text
         upload.send_keys(str(image))
-        wait.until(lambda d: 'Risk:' in d.find_element(By.TAG_NAME, 'body').text)
+        wait.until(lambda d: all(s in d.find_element(By.TAG_NAME, 'body').text for s in ('Risk: ', 'Grad-CAM of class', 'CSV row')))
         # the uploaded image and its Grad-CAM overlay have loaded
         wait.until(lambda d: d.execute_script("return [...document.images].filter(i => i.complete && i.naturalWidth > 0 && i.src.includes('/media/')).length") >= 2)
         time.sleep(1)                                     # let the bar chart finish drawing
-        body = driver.find_element(By.TAG_NAME, 'body').text
-        assert image.name in body and 'Grad-CAM of class' in body and 'CSV row' in body and 'Traceback' not in body
         png = tmp_path/'app.png'
         assert driver.save_screenshot(str(png))
+        body = driver.find_element(By.TAG_NAME, 'body').text
+        for s in (image.name, 'Grad-CAM of class', 'CSV row', 'SMOKE MODELS'): assert s in body, (s, body)
+        assert 'Traceback' not in body, body
         if dest := os.environ.get('MELANOMA_APP_SCREENSHOT'): shutil.copy(png, dest)
     finally:
         if driver: driver.quit()
