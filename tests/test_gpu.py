@@ -66,25 +66,27 @@ def fake_rates(train, infer):
                                                            gpu_busy_pct=None, busy_samples=0)
 
 
-def bench(monkeypatch, tmp_path, *args):
-    monkeypatch.setattr(sys, 'argv', ['melanoma-benchmark', '--profile', 'full', '--device', 'cpu', '--out', str(tmp_path/'b.json'), *args])
-    return gpu.melanoma_benchmark()
+def bench(tmp_path, **kw):
+    "`melanoma-benchmark --profile full --device cpu --out b.json` with `kw` as further options."
+    return gpu.melanoma_benchmark(profile='full', device='cpu', out=str(tmp_path/'b.json'), **kw)
 
 
 def test_preflight_fits_at_target_rates(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(5000, 15000))
-    bench(monkeypatch, tmp_path, '--step', '1', '--budget-s', '540')
+    bench(tmp_path, step='1', budget_s=540)
     out = capsys.readouterr().out
     assert '1,312,000 training images' in out and 'predicted 464 s' in out
     pf = json.loads((tmp_path/'b.json').read_text())['preflight']
-    assert pf['fits'] and pf['max_epochs_fitting'] == 4 and pf['train_images'] == 1_312_000
+    assert pf['fits'] and pf['max_epochs_fitting'] == 5 and pf['train_images'] == 1_312_000
 
 
 def test_preflight_stops_when_over_budget(monkeypatch, tmp_path):
-    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(2000, 6000))
-    with pytest.raises(SystemExit, match=r'over the budget of 540 s: nothing was trained\. Fix: --set epochs=1'):
-        bench(monkeypatch, tmp_path, '--step', '1', '--budget-s', '540')
-    with pytest.raises(SystemExit, match='Unknown step'): bench(monkeypatch, tmp_path, '--step', '7')
+    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(3000, 9000))  # 664 s at 4 epochs, 520 s at 2
+    with pytest.raises(SystemExit, match=r'predicted to take 664 s, over the budget of 540 s: nothing was trained\. Fix: --set epochs=2 '):
+        bench(tmp_path, step='1', budget_s=540)
+    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(1000, 3000))
+    with pytest.raises(SystemExit, match='even one epoch does not fit'): bench(tmp_path, step='1', budget_s=540)
+    with pytest.raises(SystemExit, match='Unknown step'): bench(tmp_path, step='7')
 
 
 def test_gpu_run_usage_errors():
