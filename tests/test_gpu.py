@@ -111,7 +111,7 @@ def test_gpu_run_end_to_end_smoke(tmp_path):
     env.update(PYTHONPATH=site.getsitepackages()[0], OMP_NUM_THREADS='1', PYTHON=getattr(sys, '_base_executable', sys.executable))  # the base interpreter: no editable install of the project
     t0 = time.time()
     r = subprocess.run([str(clone/'tools'/'gpu-run'), 'run', '1', '--name', 'e2e', '--profile', 'smoke', '--set', 'device=cpu',
-                        '--budget-s', '100000', '--site', str(tmp_path/'site'), '--out', str(tmp_path/'out')],
+                        '--budget-s', '100000', '--bench-batches', '2', '--site', str(tmp_path/'site'), '--out', str(tmp_path/'out')],
                        cwd=clone, env=env, capture_output=True, text=True, timeout=3000)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert 'melanoma_nbdev from ' + str(tmp_path/'site'/'project') in r.stdout
