@@ -288,9 +288,12 @@ def get_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`
             seed:int=42, # seed of the shuffling
             device:str='cpu', # torch device
             num_workers:int=0, # loader processes
-            images:dict|None=None # decoded images from `decode_images` (default: read the files)
+            images:dict|None=None, # decoded images from `decode_images` (default: read the files)
+            tensor:bool|None=None # pre-squished images in one tensor on `device` (`gpu.tensor_dls`); None: on CUDA only
            ):
     "fastai `DataLoaders` with fold `valid_fold` as validation."
+    from melanoma_nbdev.gpu import tensor_path, tensor_dls
+    if tensor_path(device, tensor): return tensor_dls(df, valid_fold, task, img_size, bs, batch_tfms, seed, device, images)
     from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, ColReader, ColSplitter, Resize, ResizeMethod, set_seed
     if valid_fold not in set(df.fold): raise ValueError(f"valid_fold={valid_fold} is not a fold of this table (folds: {sorted(set(df.fold))}).")
     d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold)

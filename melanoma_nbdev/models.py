@@ -134,6 +134,8 @@ def get_meta_dls(df:pd.DataFrame, # checked metadata with `path`, `dx`, `fold`
     from fastai.vision.all import DataBlock, ImageBlock, TransformBlock, CategoryBlock, ColReader, ColSplitter, Resize, ResizeMethod, set_seed
     from melanoma_nbdev.data import label_view, TASKS
     d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold, meta=list(meta_features(df).to_numpy()))
+    from melanoma_nbdev.gpu import tensor_path, tensor_dls
+    if tensor_path(device): return tensor_dls(df, valid_fold, task, img_size, bs, batch_tfms, seed, device, images, meta=np.stack(d.meta))  # on a GPU: the tensor path (92_gpu)
     db = DataBlock(blocks=(ImageBlock, TransformBlock(type_tfms=as_tensor), CategoryBlock(vocab=TASKS[task])), n_inp=2,
                    getters=[ColReader('path') if images is None else (lambda r: images[r['path']]), ColReader('meta'), ColReader('label')], splitter=ColSplitter('is_valid'),
                    item_tfms=Resize(img_size, method=ResizeMethod.Squish), batch_tfms=batch_tfms)
@@ -171,7 +173,7 @@ def make_learner(dls, # DataLoaders from `get_dls` (or `get_meta_dls` with n_met
     y = [dls.vocab.o2i[str(l)] for l in dls.train.items.label]
     learn = Learner(dls, Classifier(body, len(dls.vocab), n_meta), loss_func=make_loss(loss, y, len(dls.vocab)),
                     metrics=[accuracy, BalancedAccuracy()], splitter=model_splitter, path=path or Path(tempfile_dir()))
-    if torch.device(dls.device or 'cpu').type == 'cuda': learn = learn.to_fp16(); learn.model.to(memory_format=torch.channels_last)
+    if torch.device(dls.device or 'cpu').type == 'cuda': learn = learn.to_bf16(); learn.model.to(memory_format=torch.channels_last)  # bf16 mixed precision (no loss scaling)
     learn.weights_source = src
     return learn
 
