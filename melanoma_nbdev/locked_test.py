@@ -7,11 +7,10 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/locked_test.html.md"""
 # %% ../nbs/09_locked_test.ipynb #29e99503
 from __future__ import annotations
 from functools import partial
-from pathlib import Path
 import numpy as np, pandas as pd
-from sklearn.metrics import recall_score, roc_curve
+from sklearn.metrics import roc_curve
 from .data import CLASSES
-from .kfold import multiclass_metrics
+from .kfold import sens_at_spec
 from .error_analysis import probs_of, per_class_table, lesion_bootstrap
 
 # %% auto #0
@@ -57,11 +56,11 @@ PER_CLASS_STATS = ('recall', 'precision', 'f1', 'auc')
 def locked_metrics(d:pd.DataFrame, # one row per image: `y`, `p_<class>`
                    threshold:float # melanoma flagged when p(mel) >= threshold (fixed on HAM10000 OOF)
                   )->dict:
-    "The headline metrics (`HEADLINE_LOCKED`) and per-class recall, precision, F1 and AUC (`<stat>_<class>`) of `d`."
+    "The headline metrics (`HEADLINE_LOCKED`) and per-class recall, precision, F1 and AUC (`<stat>_<class>`) of `d`, from one `per_class_table`."
     y, p, mel = d.y.to_numpy(), probs_of(d), CLASSES.index('mel')
-    m, pc, flag, is_mel = multiclass_metrics(y, p), per_class_table(y, p), p[:, mel] >= threshold, y == mel
-    return dict(balanced_accuracy=m['balanced_accuracy'], accuracy=m['accuracy'], macro_auc=m['macro_auc'], mel_auc=m['mel_auc'],
-                mel_sensitivity=recall_score(is_mel, flag), mel_specificity=recall_score(~is_mel, ~flag), mel_sens_at_80_spec_curve=m['mel_sens_at_80_spec'],
+    pc, flag, is_mel = per_class_table(y, p), p[:, mel] >= threshold, y == mel
+    return dict(balanced_accuracy=pc.recall[pc.support > 0].mean(), accuracy=float((p.argmax(1) == y).mean()), macro_auc=pc.auc.mean(), mel_auc=pc.auc['mel'],
+                mel_sensitivity=flag[is_mel].mean(), mel_specificity=(~flag[~is_mel]).mean(), mel_sens_at_80_spec_curve=sens_at_spec(is_mel, p[:, mel], .8),
                 **{f'{s}_{c}': pc.loc[c, s] for s in PER_CLASS_STATS for c in CLASSES})
 
 # %% ../nbs/09_locked_test.ipynb #82e19eca
