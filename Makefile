@@ -24,13 +24,18 @@ report: $(STAMP)
 	$(BIN)/melanoma-report --profile $(PROFILE) $(if $(SET),--set $(SET))
 
 # nbdev-test runs one notebook per core: one torch thread each, else they oversubscribe the cores (measured: 203 s instead of 241 s).
-# The tests use HAM10000 where it is found; elsewhere a synthetic stand-in (labelled as such) so they still run.
+# The tests use HAM10000 and the ISIC 2018 test set where they are found; elsewhere synthetic stand-ins (labelled as such) so they still run.
 test: $(STAMP)
 	@start=$$(date +%s); \
 	if ! $(BIN)/melanoma-data --action find >/dev/null 2>&1; then \
 	  echo "HAM10000 not found: testing on SYNTHETIC data (runs/synthetic-data), not HAM10000"; \
 	  $(BIN)/melanoma-data --action synth --path runs/synthetic-data --n-lesions 700 >/dev/null; \
 	  export MELANOMA_DATA=$$PWD/runs/synthetic-data; \
+	fi; \
+	if ! $(BIN)/python -c "from melanoma_nbdev.data import find_data; find_data(None, 'isic2018_test')" >/dev/null 2>&1; then \
+	  echo "ISIC 2018 test set not found: testing chapter 09 on a SYNTHETIC test set (runs/synthetic-test), not ISIC 2018"; \
+	  $(BIN)/python -c "from melanoma_nbdev.data import make_synthetic_test; make_synthetic_test('runs/synthetic-test', 70)" >/dev/null; \
+	  export MELANOMA_TEST_DATA=$$PWD/runs/synthetic-test; \
 	fi; \
 	$(MAKE) --no-print-directory check-sync && \
 	OMP_NUM_THREADS=1 $(BIN)/nbdev-test && \

@@ -16,8 +16,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from .profiles import project_root, load_profile, ProfileError
 
 # %% auto #0
-__all__ = ['CLASSES', 'CLASS_NAMES', 'COLUMNS', 'TASKS', 'CONVERTED_MODES', 'DataError', 'data_candidates', 'find_data',
-           'synthetic_image', 'make_synthetic', 'read_metadata', 'check_image', 'check_images', 'load_dataset',
+__all__ = ['CLASSES', 'CLASS_NAMES', 'COLUMNS', 'TASKS', 'DATASETS', 'CONVERTED_MODES', 'TEST_COLUMNS', 'TEST_FIX', 'DataError',
+           'data_candidates', 'folder_problem', 'find_data', 'synthetic_image', 'make_synthetic', 'read_metadata',
+           'check_image', 'check_images', 'load_dataset', 'read_test_labels', 'load_test_set', 'make_synthetic_test',
            'label_view', 'add_folds', 'fold_shares', 'max_share_gap', 'fold_table', 'sample_lesions', 'split',
            'read_rgb', 'decode_images', 'get_dls', 'melanoma_data']
 
@@ -32,26 +33,57 @@ TASKS = dict(dx=CLASSES, melanoma=['other', 'mel'])
 class DataError(ValueError):
     "Missing or bad input data; the message names the file or row and the fix."
 
+# %% ../nbs/00_data.ipynb #e1d4a7c2
+DATASETS = dict(  # the datasets `find_data` looks for, by folder name
+    ham10000=dict(title='HAM10000', env='MELANOMA_DATA', param='data_path', files=('metadata.csv', 'images/')),
+    isic2018_test=dict(title='ISIC 2018 test set', env='MELANOMA_TEST_DATA', param='test_data_path', files=('labels.csv', 'images/')))
+
+def _dataset(name:str)->dict:
+    "The `DATASETS` entry of `name`, else a `DataError` listing the names."
+    if name not in DATASETS: raise DataError(f"Unknown dataset {name!r}; use one of {', '.join(DATASETS)}.")
+    return DATASETS[name]
+
 # %% ../nbs/00_data.ipynb #6b90fb23
-def data_candidates(path:Path|str|None=None # an explicit folder, tried first
+def data_candidates(path:Path|str|None=None, # an explicit folder (then the only one tried)
+                    dataset:str='ham10000' # a key of `DATASETS`
                    )->list:
-    "The folders `find_data` tries, in order, as (where, path) pairs."
-    root = project_root() or Path.cwd()
-    c = [('argument', path), ('$MELANOMA_DATA', os.environ.get('MELANOMA_DATA')),
-         ('project data/', root/'data'/'ham10000'), ('../shared beside the project', root.parent/'shared'/'data'/'ham10000')]
-    return [(w, Path(p).expanduser()) for w, p in c if p]
+    "Every place `find_data` may look for `dataset`, in order, as (where, folder or None, explicit) triples."
+    d, root = _dataset(dataset), project_root() or Path.cwd()
+    env = os.environ.get(d['env']) or None  # an empty variable counts as unset
+    return [('given path', None if path is None else Path(path).expanduser(), True),
+            (f"${d['env']}", None if env is None else Path(env).expanduser(), True),
+            ('project data/', root/'data'/dataset, False), ('../shared beside the project', root.parent/'shared'/'data'/dataset, False)]
+
+# %% ../nbs/00_data.ipynb #f3b8c1d0
+def folder_problem(folder:Path|str, # a folder that should hold `dataset`
+                   dataset:str='ham10000' # a key of `DATASETS`
+                  )->str|None:
+    "What keeps `folder` from being a `dataset` folder (missing, not a folder, files it lacks), or None."
+    p = Path(folder)
+    if not p.exists(): return 'does not exist'
+    if not p.is_dir(): return 'is a file, not a folder'
+    miss = [f for f in _dataset(dataset)['files'] if not ((p/f).is_dir() if f.endswith('/') else (p/f).is_file())]
+    return f"lacks {' and '.join(miss)}" if miss else None
 
 # %% ../nbs/00_data.ipynb #a7a254fe
-def find_data(path:Path|str|None=None # an explicit HAM10000 folder; must hold metadata.csv and images/
+def find_data(path:Path|str|None=None, # an explicit folder; must hold the dataset's files (`DATASETS`)
+              dataset:str='ham10000' # a key of `DATASETS`
              )->Path:
-    "The first HAM10000 folder of `data_candidates` that holds `metadata.csv`."
-    cands = data_candidates(path)
-    if path is not None: cands = cands[:1]
-    for _, p in cands:
-        if (p/'metadata.csv').is_file(): return p.resolve()
-    looked = '\n'.join(f'  - {w}: {p}' + ('' if p.exists() else ' (does not exist)') for w, p in cands)
-    raise DataError(f"HAM10000 not found; looked for metadata.csv in:\n{looked}\n"
-                    "Fix: put the dataset in data/ham10000 (layout in data/README.md), or set MELANOMA_DATA, or pass data_path.")
+    "The `dataset` folder: the explicit one (path, else environment variable) if given, else the first default folder that holds its files."
+    d, cands = _dataset(dataset), data_candidates(path, dataset)
+    holds, defaults = ' and '.join(d['files']), ' and '.join(str(p) for _, p, x in cands if not x)
+    if path is not None and not str(path).strip(): raise DataError(f"{d['title']}: the given path is empty. Fix: give its folder, or None to search ${d['env']}, {defaults}.")
+    where, p, _ = next(((w, p, x) for w, p, x in cands if x and p is not None), (None, None, None))
+    if p is not None:  # given explicitly: the only place tried
+        if (why := folder_problem(p, dataset)) is None: return p.resolve()
+        alt = f"pass no path ({d['param']}=None) to search ${d['env']} and {defaults}" if where == 'given path' else f"unset {d['env']} to search {defaults}"
+        raise DataError(f"{d['title']} not found: {where} {p} ({why}); a location given explicitly is the only one tried. "
+                        f"Fix: give the folder that holds {holds} (layout in data/README.md), or {alt}.")
+    for _, p, _ in cands[2:]:
+        if folder_problem(p, dataset) is None: return p.resolve()
+    looked = '\n'.join(f'  - {w}: ' + (('not given' if w == 'given path' else 'not set') if p is None else f'{p} ({folder_problem(p, dataset)})') for w, p, _ in cands)
+    raise DataError(f"{d['title']} not found; looked for {holds} in:\n{looked}\n"
+                    f"Fix: put it in data/{dataset} (layout in data/README.md), or set {d['env']}, or pass {d['param']}.")
 
 # %% ../nbs/00_data.ipynb #16b1a4a1
 _SYN_COLOURS = dict(akiec=(190, 90, 80), bcc=(220, 150, 160), bkl=(150, 110, 60), df=(120, 80, 70),
@@ -173,13 +205,14 @@ def check_image(fn:Path|str, # an image file
 def check_images(df:pd.DataFrame, # metadata with `image_id`
                  folder:Path|str, # the HAM10000 folder (images in images/)
                  max_pixels:int=25_000_000, # see `check_image`
-                 n_workers:int|None=None # threads (default: CPU count)
+                 n_workers:int|None=None, # threads (default: CPU count)
+                 fix:str|None=None # the fix every error names (see `check_image`)
                 )->pd.DataFrame:
     "`df` with each image's path, width, height, mode and bytes; one `DataError` listing every bad image."
     from fastprogress.fastprogress import progress_bar
     paths = [Path(folder)/'images'/f'{i}.jpg' for i in df.image_id]
     def one(p):
-        try: return check_image(p, max_pixels)
+        try: return check_image(p, max_pixels, fix)
         except DataError as e: return e
     with ThreadPoolExecutor(n_workers or os.cpu_count()) as ex: res = list(progress_bar(ex.map(one, paths), total=len(paths), leave=False))
     errs = [str(r) for r in res if isinstance(r, DataError)]
@@ -201,6 +234,57 @@ def load_dataset(path:Path|str|None=None, # HAM10000 folder (see `find_data`)
         if missing: raise DataError(f"{len(missing)} listed images are missing, e.g. {missing[0]}. Fix: restore them from the dataset's source (data/README.md).")
     df.attrs['path'] = folder
     return df
+
+# %% ../nbs/00_data.ipynb #c4a9e2f7
+TEST_COLUMNS = ['image_id', 'dx']
+TEST_FIX = ("Fix: restore the test-set folder from its source (`sha256sum -c SHA256SUMS` in it finds damaged files; "
+            "its README and prepare.py say how to rebuild it; layout in data/README.md).")
+
+def read_test_labels(folder:Path|str # a test-set folder (labels.csv and images/)
+                    )->pd.DataFrame:
+    "The checked `labels.csv`: `image_id`, `dx` (categorical) and each image's `path`, one row per image."
+    folder = Path(folder); fn = folder/'labels.csv'
+    df = _read_csv(fn)
+    miss = [c for c in TEST_COLUMNS if c not in df.columns]
+    if miss: raise DataError(f"{fn} lacks column(s) {', '.join(miss)}; it has {', '.join(df.columns)}. It needs image_id,dx (one row per image). {TEST_FIX}")
+    for c in TEST_COLUMNS:
+        if df[c].isna().any(): raise DataError(f"{fn}: empty `{c}` on line(s) {_rows(df[c].isna())}. {TEST_FIX}")
+    bad = ~df.dx.isin(CLASSES)
+    if bad.any(): raise DataError(f"{fn}: unknown dx {sorted(df.dx[bad].unique())} on line(s) {_rows(bad)}. Fix: use one of {', '.join(CLASSES)}.")
+    dup = df.image_id.str.strip().str.lower().str.removesuffix('.jpg').duplicated(keep=False)  # one image in two spellings is one image
+    if dup.any(): raise DataError(f"{fn}: image(s) {sorted(df.image_id[dup].unique())[:5]} listed more than once, on line(s) {_rows(dup)}. Fix: keep one row per image.")
+    df = df.assign(path=[str(folder/'images'/f'{i}.jpg') for i in df.image_id])
+    absent = ~df.path.map(os.path.isfile)
+    if absent.any(): raise DataError(f"{fn} lists {absent.sum()} image(s) absent from {folder/'images'}: {list(df.image_id[absent][:5])} on line(s) {_rows(absent)}. "
+                                     f"{TEST_FIX}")
+    return df[[*TEST_COLUMNS, 'path']].reset_index(drop=True).assign(dx=lambda d: pd.Categorical(d.dx, categories=CLASSES))
+
+# %% ../nbs/00_data.ipynb #d8f1b3e5
+def load_test_set(path:Path|str|None=None, # test-set folder (see `find_data`)
+                  max_pixels:int=25_000_000, # see `check_image`
+                  check:bool=True # decode every image (else only check that each file exists)
+                 )->pd.DataFrame:
+    "The checked locked test set; `attrs`: its folder (`path`) and the sha256 of its labels.csv (`labels_sha256`)."
+    from melanoma_nbdev.profiles import file_sha256
+    folder = find_data(path, 'isic2018_test')
+    df = read_test_labels(folder)
+    if check: df = check_images(df, folder, max_pixels, fix=TEST_FIX)
+    df.attrs.update(path=folder, labels_sha256=file_sha256(folder/'labels.csv'))
+    return df
+
+# %% ../nbs/00_data.ipynb #a6c3d9e8
+def make_synthetic_test(dest:Path|str, # folder to create (labels.csv and images/)
+                        n_images:int=28, # images, dealt round-robin over the 7 classes
+                        seed:int=1 # seed of everything random
+                       )->Path:
+    "Write a tiny synthetic test set in the ISIC 2018 test-set layout (tests only); returns `dest`."
+    dest, rng = Path(dest), np.random.default_rng(seed)
+    (dest/'images').mkdir(parents=True, exist_ok=True)
+    rows = [dict(image_id=f'SYNT_{i:07d}', dx=CLASSES[i % len(CLASSES)]) for i in range(n_images)]
+    for r in rows: synthetic_image(r['dx'], rng).save(dest/'images'/f"{r['image_id']}.jpg", quality=90)
+    pd.DataFrame(rows).to_csv(dest/'labels.csv', index=False)
+    (dest/'README.md').write_text('SYNTHETIC test set made by melanoma_nbdev.data.make_synthetic_test, for tests only. Not ISIC 2018.\n')
+    return dest
 
 # %% ../nbs/00_data.ipynb #54454ce5
 def label_view(df:pd.DataFrame, # metadata with `dx`
