@@ -11,25 +11,14 @@ import numpy as np, pandas as pd
 from sklearn.metrics import roc_curve
 from .data import CLASSES
 from .kfold import sens_at_spec
-from .error_analysis import probs_of, per_class_table, lesion_bootstrap
+from .error_analysis import probs_of, per_class_table, lesion_bootstrap, threshold_at_specificity
 
 # %% auto #0
-__all__ = ['HEADLINE_LOCKED', 'PER_CLASS_STATS', 'ISIC2018_TEST', 'threshold_at_specificity', 'operating_point', 'locked_frame',
-           'locked_metrics', 'evaluate_locked', 'class_table']
-
-# %% ../nbs/09_locked_test.ipynb #3e22c214
-def threshold_at_specificity(is_mel:np.ndarray, # true: melanoma
-                             p_mel:np.ndarray, # melanoma probability
-                             specificity:float # required specificity, in [0, 1]
-                            )->dict:
-    "The lowest threshold on `p_mel` (flag: p_mel >= threshold) whose specificity reaches `specificity`, with its sensitivity and specificity."
-    if not 0 <= specificity <= 1: raise ValueError(f'specificity must be in [0, 1], got {specificity}.')
-    fpr, tpr, thr = roc_curve(is_mel, p_mel, drop_intermediate=False)
-    i = int(np.flatnonzero(fpr <= 1 - specificity + 1e-12).max())
-    return dict(threshold=float(thr[i]), sensitivity=float(tpr[i]), specificity=float(1 - fpr[i]))
+__all__ = ['HEADLINE_LOCKED', 'PER_CLASS_STATS', 'ISIC2018_TEST', 'fixed_operating_point', 'locked_frame', 'locked_metrics',
+           'evaluate_locked', 'class_table']
 
 # %% ../nbs/09_locked_test.ipynb #19b3a84f
-def operating_point(oof:pd.DataFrame, # pooled OOF predictions of HAM10000 (`y`, `p_<class>`), never test data
+def fixed_operating_point(oof:pd.DataFrame, # pooled OOF predictions of HAM10000 (`y`, `p_<class>`), never test data
                     specificity:float=.8 # specificity the threshold must reach on `oof`
                    )->dict:
     "The melanoma threshold fixed on HAM10000 OOF (`threshold_at_specificity` on the plain p(mel)), with its OOF sensitivity and specificity."
@@ -71,7 +60,7 @@ def evaluate_locked(oof:pd.DataFrame, # HAM10000 pooled OOF predictions (fixes t
                     seed:int=0 # seed of the redraws
                    )->tuple:
     "The operating point (from `oof` only) and `locked_metrics` of `d` with image-bootstrap 95% intervals (`lesion_bootstrap`, one image per unit)."
-    op = operating_point(oof, specificity)
+    op = fixed_operating_point(oof, specificity)
     return op, lesion_bootstrap(d.assign(lesion_id=d.image_id), partial(locked_metrics, threshold=op['threshold']), n=n, seed=seed)
 
 # %% ../nbs/09_locked_test.ipynb #805a7bb2
