@@ -59,7 +59,7 @@ def lock_run(d:Path # a run folder
 
 def _runs(root:Path)->list:
     "Names of the run folders in `root` (with provenance.json), newest first."
-    return [p.name for p in sorted(Path(root).glob('*/provenance.json'), key=lambda f: f.stat().st_mtime, reverse=True) if not p.parent.is_symlink()]
+    return [f.parent.name for f in sorted(Path(root).glob('*/provenance.json'), key=lambda f: f.stat().st_mtime, reverse=True) if not f.parent.is_symlink()]
 
 def new_run_dir(root:Path|str, # folder holding the runs (e.g. runs/)
                 profile:str, # the profile's name
