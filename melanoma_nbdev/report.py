@@ -16,8 +16,8 @@ from .profiles import (project_root, load_profile, provenance, provenance_md, sa
 __all__ = ['RUN_NAME', 'RESERVED', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir',
            'execute', 'process_nb', 'stage_book', 'fence', 'html_table_md', 'output_md', 'cell_markdown', 'nb_markdown',
            'report_markdown', 'render_pdf', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
-           'check_resume', 'check_data', 'point_latest', 'run_report', 'render_run', 'parse_sets', 'run_folder',
-           'melanoma_report']
+           'check_resume', 'check_data', 'has_models', 'point_latest', 'run_report', 'render_run', 'parse_sets',
+           'run_folder', 'melanoma_report']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -25,11 +25,12 @@ def numbered(nbs:Path|str # the notebook folder
     "The notebooks `NN_*.ipynb` of `nbs`, in order."
     return sorted(p for p in Path(nbs).glob('*.ipynb') if re.match(r'\d\d\w*_', p.name))
 
-# %% ../nbs/91_report.ipynb #bdd1e882
+# %% ../nbs/91_report.ipynb #5d6c8c96
 import sys
 from typing import Annotated
 from .profiles import Once
 
+# %% ../nbs/91_report.ipynb #bdd1e882
 class RunError(RuntimeError):
     "A report run that cannot go on; the message says why and what to do."
 
@@ -296,14 +297,21 @@ def check_data(P, # the profile (`load_profile`)
     check_split(df, P)
     return folder
 
+def has_models(run:Path # a run folder
+              )->bool:
+    "Whether `run` holds trained fold models (a `done.json` of chapter 05, where `melanoma-predict` looks)."
+    return any(Path(run).glob('fold*/done.json')) or any(Path(run).glob('kfold/*/fold*/done.json'))
+
 def point_latest(runs:Path, # the runs folder
                  run:Path # a run folder inside it
-                ):
-    "Point `runs/latest` at `run`, atomically (a new link renamed over the old one); a real folder named latest is left alone."
+                )->bool:
+    "Point `runs/latest` at `run`, atomically (a new link renamed over the old one); never away from trained models to a run without. Whether it moved."
     latest = runs/'latest'
-    if latest.exists() and not latest.is_symlink(): return
+    if latest.exists() and not latest.is_symlink(): return False  # a real folder named latest is left alone
+    if latest.exists() and has_models(latest) and not has_models(run) and latest.resolve() != run.resolve(): return False
     tmp = runs/f'.latest-{os.getpid()}'; tmp.unlink(missing_ok=True); tmp.symlink_to(run.name)
     os.replace(tmp, latest)
+    return True
 
 def _command(profile, overrides, data_path, name, only)->str:
     "The melanoma-report command that continues this run."
@@ -361,7 +369,9 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
             if r['status'] != 'ok':
                 kept = f" The run's earlier {nb.name} is kept; the failed one is {out.with_name(out.stem + '.failed.ipynb')}." if stage != out else f" The executed notebook, with the error, is {out}."
                 raise RunError(f"{nb.name} failed at {r['error']}.{kept}")
-        point_latest(root/'runs', run)
+        if not point_latest(root/'runs', run):
+            lt = root/'runs'/'latest'
+            print(f"note: runs/latest not moved to {run.name}: " + (f"it points at {os.readlink(lt)}, which has trained models; this run has none." if lt.is_symlink() else "it is a folder, not a link."))
         if render:
             try: render_run(run, root)
             except KeyboardInterrupt: raise RunInterrupted(f"interrupted (Ctrl-C) while rendering: the executed notebooks of {run} are complete and kept. Render them with: melanoma-report --render {run}") from None

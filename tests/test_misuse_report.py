@@ -191,6 +191,8 @@ def test_latest_is_replaced_atomically(tmp_path):
     point_latest(runs, runs/'a'); assert os.readlink(runs/'latest') == 'a'
     point_latest(runs, runs/'b'); assert (runs/'latest').resolve() == (runs/'b').resolve()
     assert sorted(p.name for p in runs.iterdir()) == ['a', 'b', 'latest']
+    (runs/'b'/'kfold'/'m'/'fold0').mkdir(parents=True); (runs/'b'/'kfold'/'m'/'fold0'/'done.json').write_text('{}')
+    assert not point_latest(runs, runs/'a') and os.readlink(runs/'latest') == 'b'  # a run without models never hides trained ones
 
 
 # ---------------------------------------------------------------- 3. every profile value has a range that can run; sampling is fast
