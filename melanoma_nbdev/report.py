@@ -88,18 +88,36 @@ def new_run_dir(root:Path|str, # folder holding the runs (e.g. runs/)
     return d, lock
 
 # %% ../nbs/91_report.ipynb #d31afd4a
+def _kernel_manager(log:Path):
+    "A jupyter kernel manager whose kernel writes its own log (stderr) to `log`, not over the command's one-line messages."
+    from jupyter_client.manager import KernelManager
+    class LoggedKernel(KernelManager):
+        def start_kernel(self, **kw):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log, 'ab')
+            return super().start_kernel(**{**kw, 'stderr': self._log})
+    return LoggedKernel(kernel_name='python3')
+
 def execute(nb:Path, # the source notebook
             out:Path, # where the executed notebook is written
             params:dict, # papermill parameters
-            cwd:Path # working directory of the kernel
+            cwd:Path, # working directory of the kernel
+            log:Path|None=None # the kernel's own log (default: the terminal)
            )->dict:
     "Execute `nb` with papermill; its name, status and seconds (Ctrl-C in the kernel is raised here as `KeyboardInterrupt`)."
     import papermill as pm
     t0, status, err = time.time(), 'ok', None
-    try: pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd), kernel_name='python3', language='python', progress_bar=True)
+    km = _kernel_manager(log) if log else None
+    try: pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd), kernel_name='python3', language='python', progress_bar=True, **({'km': km} if km else {}))
     except pm.PapermillExecutionError as e:
         if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt(f'{nb.name}, cell {e.exec_count}') from None
         status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
+    finally:
+        if km is not None:
+            try:
+                if km.has_kernel: km.shutdown_kernel(now=True)
+            except Exception: pass  # already gone
+            if getattr(km, '_log', None): km._log.close()
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
 # %% ../nbs/91_report.ipynb #a1e6e683
@@ -351,7 +369,7 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
             print(f'--- {nb.name}', flush=True)
             out = run/'notebooks'/nb.name
             stage = out.with_name(f'.resume-{nb.name}') if resume and out.exists() else out  # a finished notebook is replaced only by a success
-            try: r = execute(nb, stage, params, nbs)
+            try: r = execute(nb, stage, params, nbs, run/'logs'/f'{nb.stem}.kernel.log')
             except KeyboardInterrupt:
                 if stage != out: stage.unlink(missing_ok=True)
                 (attempt['notebooks'] if resume else prov['notebooks']).append(dict(notebook=nb.name, status='interrupted', error='Ctrl-C', seconds=None))
