@@ -1,5 +1,6 @@
 # The project's two commands (see README.md):
-#   make report [PROFILE=smoke|full] [SET="key=value"]   run the notebooks, then render the website and the PDF
+#   make report [PROFILE=smoke|full] [SET="key=value key=value"]   run the notebooks, then render the website and the PDF
+#                                                    (each key=value of SET becomes its own --set; no spaces inside a value)
 #   make test                                           nbdev-test on the notebooks, then pytest tests/
 # Both create .venv/ and install the pinned packages on first use.
 SHELL := /bin/bash
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: $(STAMP)
-	$(BIN)/melanoma-report --profile $(PROFILE) $(if $(SET),--set $(SET))
+	$(BIN)/melanoma-report --profile $(PROFILE) $(foreach s,$(SET),--set $(s))
 
 # nbdev-test runs one notebook per core: one torch thread each, else they oversubscribe the cores (measured: 203 s instead of 241 s).
 # The tests use HAM10000 and the ISIC 2018 test set where they are found; elsewhere synthetic stand-ins (labelled as such) so they still run.
@@ -29,7 +30,7 @@ test: $(STAMP)
 	@start=$$(date +%s); \
 	if ! $(BIN)/melanoma-data --action find >/dev/null 2>&1; then \
 	  echo "HAM10000 not found: testing on SYNTHETIC data (runs/synthetic-data), not HAM10000"; \
-	  $(BIN)/melanoma-data --action synth --path runs/synthetic-data --n-lesions 700 >/dev/null; \
+	  $(BIN)/melanoma-data --action synth --path runs/synthetic-data --n-lesions 700 --force >/dev/null; \
 	  export MELANOMA_DATA=$$PWD/runs/synthetic-data; \
 	fi; \
 	if ! $(BIN)/python -c "from melanoma_nbdev.data import find_data; find_data(None, 'isic2018_test')" >/dev/null 2>&1; then \

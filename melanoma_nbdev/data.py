@@ -6,21 +6,23 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #307946e3
 from __future__ import annotations
-import os, time, warnings
+import os, shutil, sys, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated
 import numpy as np, pandas as pd
 from PIL import Image, UnidentifiedImageError
 from fastcore.script import call_parse
 from sklearn.model_selection import StratifiedGroupKFold
-from .profiles import project_root, load_profile, ProfileError
+from .profiles import project_root, load_profile, ProfileError, LIMITS, Once, cli_type
 
 # %% auto #0
-__all__ = ['CLASSES', 'CLASS_NAMES', 'COLUMNS', 'TASKS', 'DATASETS', 'CONVERTED_MODES', 'TEST_COLUMNS', 'TEST_FIX', 'DataError',
-           'data_candidates', 'folder_problem', 'find_data', 'synthetic_image', 'make_synthetic', 'read_metadata',
-           'check_image', 'check_images', 'load_dataset', 'read_test_labels', 'load_test_set', 'make_synthetic_test',
-           'label_view', 'add_folds', 'fold_shares', 'max_share_gap', 'fold_table', 'sample_lesions', 'split',
-           'read_rgb', 'decode_images', 'get_dls', 'melanoma_data']
+__all__ = ['CLASSES', 'CLASS_NAMES', 'COLUMNS', 'TASKS', 'DATASETS', 'SYNTHETIC_MARK', 'SYNTHETIC_MADE', 'CONVERTED_MODES',
+           'TEST_COLUMNS', 'TEST_FIX', 'DataError', 'data_candidates', 'folder_problem', 'find_data', 'synthetic_image',
+           'make_synthetic', 'read_metadata', 'check_image', 'check_images', 'load_dataset', 'read_test_labels',
+           'load_test_set', 'make_synthetic_test', 'label_view', 'add_folds', 'fold_shares', 'max_share_gap',
+           'fold_table', 'sample_lesions', 'split_limits', 'check_split', 'split', 'read_rgb', 'decode_images',
+           'get_dls', 'melanoma_data']
 
 # %% ../nbs/00_data.ipynb #7959aec3
 CLASSES = ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc']
@@ -102,14 +104,28 @@ def synthetic_image(dx:str, # class, sets the blob's colour and size
     return Image.fromarray(img.clip(0, 255).astype(np.uint8))
 
 # %% ../nbs/00_data.ipynb #61846c80
-def make_synthetic(dest:Path|str, # folder to create (metadata.csv and images/)
-                   n_lesions:int=42, # lesions, dealt round-robin over the 7 classes
+SYNTHETIC_MARK = 'SYNTHETIC'  # marker file of a folder written by `make_synthetic`
+SYNTHETIC_MADE = ('images', 'metadata.csv', 'README.md', SYNTHETIC_MARK)  # what it writes, and what `force` removes
+
+def make_synthetic(dest:Path|str, # folder to create (metadata.csv and images/); must be new, empty or (with `force`) an earlier synthetic dataset
+                   n_lesions:int=42, # lesions, dealt round-robin over the 7 classes (7 to 20,000)
                    seed:int=0, # seed of everything random
-                   size:tuple=(200, 150) # image size (width, height)
+                   size:tuple=(200, 150), # image size (width, height)
+                   force:bool=False # replace an earlier synthetic dataset in `dest`
                   )->Path:
     "Write a tiny synthetic dataset in the HAM10000 layout; returns `dest`."
     dest, rng, rows = Path(dest), np.random.default_rng(seed), []
+    if not 7 <= n_lesions <= 20_000: raise DataError(f"n_lesions = {n_lesions}, but it must be >= 7 (one lesion per class) and <= 20,000. Fix: e.g. --n-lesions 42.")
+    if dest.exists() and not dest.is_dir(): raise DataError(f"{dest} is a file, not a folder. Fix: give a new folder for the synthetic data.")
+    if dest.is_dir() and any(dest.iterdir()):
+        if not (dest/SYNTHETIC_MARK).is_file():
+            raise DataError(f"{dest} is not empty and is not a synthetic dataset (no {SYNTHETIC_MARK} file): refusing to write over it. Fix: give a new or empty folder.")
+        if not force: raise DataError(f"{dest} holds an earlier synthetic dataset. Fix: pass --force (force=True) to replace it, or give a new folder.")
+        for f in SYNTHETIC_MADE:
+            if (dest/f).is_dir() and not (dest/f).is_symlink(): shutil.rmtree(dest/f)
+            else: (dest/f).unlink(missing_ok=True)
     (dest/'images').mkdir(parents=True, exist_ok=True)
+    (dest/SYNTHETIC_MARK).write_text('Written by melanoma_nbdev.data.make_synthetic: synthetic test data, not HAM10000.\n')  # first: a half-written folder is still marked
     for l in range(n_lesions):
         dx = CLASSES[l % len(CLASSES)]
         for _ in range(rng.integers(1, 4)):
@@ -118,8 +134,8 @@ def make_synthetic(dest:Path|str, # folder to create (metadata.csv and images/)
             rows.append(dict(lesion_id=f'SYNL_{l:07d}', image_id=iid, dx=dx, dx_type='synthetic',
                              age=np.nan if l % 11 == 5 else float(rng.integers(2, 18)*5),
                              sex=['male', 'female', 'unknown'][l % 3], localization=['back', 'face', 'unknown'][l % 3]))
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(dest/'metadata.csv', index=False)
     (dest/'README.md').write_text('SYNTHETIC data made by melanoma_nbdev.data.make_synthetic, for tests only. Not HAM10000.\n')
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(dest/'metadata.csv', index=False)  # last: a folder without it is not a dataset
     return dest
 
 # %% ../nbs/00_data.ipynb #dd79a04d
@@ -149,7 +165,7 @@ def _check_columns(df:pd.DataFrame, fn:Path):
 
 # %% ../nbs/00_data.ipynb #26607797
 def _check_values(df:pd.DataFrame, fn:Path):
-    "Raise on empty ids, unknown `dx`, duplicate `image_id` or a bad age."
+    "Raise on empty ids, unknown `dx`, duplicate `image_id`, a lesion with two diagnoses or a bad age."
     for c in ('lesion_id', 'image_id', 'dx'):
         if df[c].isna().any(): raise DataError(f"{fn}: empty `{c}` on line(s) {_rows(df[c].isna())}. Fix: fill it in or delete those rows.")
     bad = ~df.dx.isin(CLASSES)
@@ -157,6 +173,12 @@ def _check_values(df:pd.DataFrame, fn:Path):
                                   f"Fix: use one of {', '.join(CLASSES)}.")
     dup = df.image_id.duplicated(keep=False)
     if dup.any(): raise DataError(f"{fn}: duplicate image_id {sorted(df.image_id[dup].unique())[:5]} on line(s) {_rows(dup)}. Fix: keep one row per image.")
+    mixed = sorted(df.lesion_id[df.groupby('lesion_id').dx.transform('nunique') > 1].unique())
+    if mixed:
+        one = df.lesion_id == mixed[0]
+        more = f" ({len(mixed)-1} more lesion(s) too: {', '.join(mixed[1:4])}{'...' if len(mixed) > 4 else ''})" if len(mixed) > 1 else ''
+        raise DataError(f"{fn}: lesion {mixed[0]} has different diagnoses {sorted(df.dx[one].unique())} on line(s) {_rows(one)}{more}. "
+                        "Fix: give all images of a lesion its one dx, or give the different lesions different lesion_ids.")
     age = pd.to_numeric(df.age, errors='coerce')
     bad = (df.age.notna() & age.isna()) | (age < 0) | (age > 120)
     if bad.any(): raise DataError(f"{fn}: age {list(df.age[bad][:3])} on line(s) {_rows(bad)} is not a number of years in 0-120. Fix it, or leave it empty if unknown.")
@@ -328,21 +350,50 @@ def fold_table(df:pd.DataFrame # metadata with `fold`, `dx` and `lesion_id`
     return pd.concat({'images': im, 'lesions': le}, axis=1)
 
 # %% ../nbs/00_data.ipynb #77bec9dd
+def _quota(n:int, n_all:int, lesions:int)->int:
+    "Lesions of a class with `lesions` lesions in a sample of `n` of `n_all` images: round(n/n_all*lesions), in integers."
+    return (2*n*lesions + n_all) // (2*n_all)
+
 def sample_lesions(df:pd.DataFrame, # metadata with `lesion_id` and `dx`
                    n:int, # about how many images to keep (0 or >= len(df): all)
                    seed:int=42 # seed of the sample
                   )->pd.DataFrame:
-    "About `n` images made of whole lesions, stratified by `dx`."
+    "About `n` images made of whole lesions: the same share of every class's lesions, drawn at random."
     if n == 0 or n >= len(df): return df
-    k = max(2, round(len(df)/n))
-    _, idx = next(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(df, df.dx.astype(str), groups=df.lesion_id))
-    return df.iloc[np.sort(idx)]
+    rng, les = np.random.default_rng(seed), df.drop_duplicates('lesion_id')
+    keep = [l for c in sorted(les.dx.astype(str).unique())
+            for ids in [les.lesion_id[les.dx.astype(str) == c].to_numpy()] for l in rng.permutation(ids)[:max(1, _quota(n, len(df), len(ids)))]]
+    return df[df.lesion_id.isin(keep)]
 
 # %% ../nbs/00_data.ipynb #ad111a9e
+def split_limits(df:pd.DataFrame, # the checked metadata
+                 folds:int # the folds asked for
+                )->dict:
+    "The most folds the rarest class allows, and the least `n_images` that gives every class `folds` lesions."
+    les = df.drop_duplicates('lesion_id').dx.astype(str).value_counts()
+    rare, n_rare = les.idxmin(), int(les.min())
+    min_n = -(-(2*folds - 1)*len(df) // (2*n_rare))  # the least n with _quota(n, len(df), n_rare) >= folds
+    return dict(max_folds=n_rare, min_n_images=min_n, rarest=rare, images=len(df))
+
+def check_split(df:pd.DataFrame, # the checked metadata
+                profile # a run profile (`n_images`, `folds`)
+               ):
+    "Raise a `ProfileError` unless the profile's `n_images` and `folds` put every class in every fold of `df`."
+    n, k, lim = profile.n_images, profile.folds, split_limits(df, profile.folds)
+    where = f"profile {getattr(profile, 'name', '?')!r} on {df.attrs.get('path', 'this data')}"
+    if k > lim['max_folds']:
+        raise ProfileError(f"{where}: `folds` = {k}, but the rarest class ({lim['rarest']}) has only {lim['max_folds']} lesions and every fold needs one. Fix: --set folds={min(5, lim['max_folds'])} (at most {lim['max_folds']}).")
+    if n > len(df):
+        raise ProfileError(f"{where}: `n_images` = {n:,}, but the data has only {len(df):,} images. Fix: --set n_images=0 (all images) or at most {len(df):,}.")
+    if 0 < n < lim['min_n_images']:
+        raise ProfileError(f"{where}: `n_images` = {n:,} is too small for {k} folds: the rarest class ({lim['rarest']}, {lim['max_folds']} lesions) needs {k} lesions in the sample, "
+                           f"which takes n_images >= {lim['min_n_images']:,}. Fix: --set n_images={lim['min_n_images']} or more (0: all images), or fewer folds.")
+
 def split(df:pd.DataFrame, # the checked metadata
           profile # a run profile (`n_images`, `folds`, `seed`)
          )->pd.DataFrame:
-    "The profile's images with their lesion-grouped `fold`."
+    "The profile's images with their lesion-grouped `fold`; a `ProfileError` if `n_images`/`folds` cannot fill every fold with every class."
+    check_split(df, profile)
     return add_folds(sample_lesions(df, profile.n_images, profile.seed), profile.folds, profile.seed)
 
 # %% ../nbs/00_data.ipynb #374115c3
@@ -388,22 +439,38 @@ def get_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`
     return db.dataloaders(d, bs=bs, device=device, num_workers=num_workers)
 
 # %% ../nbs/00_data.ipynb #7a0ad50c
+def _cli_int(name:str, v:int, lo:int, hi:int, why:str=''):
+    "Raise a `DataError` unless option `--name` is an integer in [lo, hi]."
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise DataError(f"--{name.replace('_', '-')} {v}: it must be an integer >= {lo:,} and <= {hi:,}{why}. Fix: e.g. --{name.replace('_', '-')} {min(max(lo, 5), hi)}.")
+
 @call_parse
-def melanoma_data(action:str='check', # check: find, check, print the fold table; find: print the folder; synth: write synthetic data
-                  path:str=None, # HAM10000 folder for check/find (default: searched), destination for synth
-                  folds:int=5, # folds of the printed table
-                  seed:int=42, # seed of the folds
-                  n_lesions:int=42 # lesions of the synthetic data
+def melanoma_data(action:Annotated[str, {'action': Once}]='check', # check: find, check, print the fold table; find: print the folder; synth: write synthetic data
+                  path:Annotated[str, {'action': Once}]=None, # HAM10000 folder for check/find (default: searched), destination for synth (a new or empty folder)
+                  folds:Annotated[int, {'action': Once, 'type': cli_type('--folds')}]=5, # folds of the printed table (2 to 20, at most the rarest class's lesions)
+                  seed:Annotated[int, {'action': Once, 'type': cli_type('--seed')}]=42, # seed of the folds (0 to 2**32-1)
+                  n_lesions:Annotated[int, {'action': Once, 'type': cli_type('--n-lesions')}]=42, # lesions of the synthetic data (7 to 20,000)
+                  force:bool=False # synth: replace an earlier synthetic dataset in --path (never other data)
                  ):
     "Check the HAM10000 folder, print where it is, or write a synthetic stand-in."
     t0 = time.time()
     try:
+        if action not in ('check', 'find', 'synth'): raise DataError(f"Unknown action {action!r}; use check, find or synth.")
+        _cli_int('folds', folds, *LIMITS['folds'], ' (cross-validation needs two folds)')
+        _cli_int('seed', seed, *LIMITS['seed'])
+        _cli_int('n_lesions', n_lesions, 7, 20_000, ' (one lesion per class at least)')
         if action == 'synth':
-            if not path: raise DataError('melanoma-data --action synth needs --path DEST.')
-            return print(f'synthetic data (not HAM10000) written to {make_synthetic(path, n_lesions)}')
+            if not path: raise DataError('melanoma-data --action synth needs --path DEST (a new or empty folder).')
+            return print(f'synthetic data (not HAM10000) written to {make_synthetic(path, n_lesions, force=force)}')
         if action == 'find': return print(find_data(path))
-        if action != 'check': raise DataError(f"Unknown action {action!r}; use check, find or synth.")
-        df = load_dataset(path)
+        folder = find_data(path)
+        lim = split_limits(read_metadata(folder), folds)  # before decoding 10,000 images
+        if folds > lim['max_folds']: raise DataError(f"--folds {folds}: the rarest class of {folder} ({lim['rarest']}) has only {lim['max_folds']} lesions and every fold needs one. Fix: --folds {min(5, lim['max_folds'])}.")
+        df = load_dataset(folder)
+        print(f"{df.attrs['path']}: {len(df):,} images of {df.lesion_id.nunique():,} lesions checked in {time.time()-t0:.1f} s")
+        print(fold_table(add_folds(df, folds, seed)).to_string())
     except DataError as e: raise SystemExit(f'error: {e}')
-    print(f"{df.attrs['path']}: {len(df):,} images of {df.lesion_id.nunique():,} lesions checked in {time.time()-t0:.1f} s")
-    print(fold_table(add_folds(df, folds, seed)).to_string())
+    except KeyboardInterrupt:
+        kept = (f"the synthetic dataset in {path} is incomplete; run the same command with --force to replace it" if action == 'synth' and path and Path(path, SYNTHETIC_MARK).exists()
+                else 'nothing was written (check and find only read)')
+        print(f'error: interrupted (Ctrl-C): {kept}.', file=sys.stderr); raise SystemExit(130)

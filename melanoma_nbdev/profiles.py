@@ -6,16 +6,17 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/profiles.html.md"""
 
 # %% ../nbs/90_profiles.ipynb #2442b260
 from __future__ import annotations
-import configparser, json, os, platform, socket, subprocess, sys, tempfile, hashlib
+import argparse, configparser, json, math, os, platform, socket, subprocess, sys, tempfile, hashlib
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.basics import AttrDict
 
 # %% auto #0
-__all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'PACKAGES', 'SMOKE_BANNER', 'project_root', 'ProfileError', 'settings_path',
-           'read_profiles', 'convert_value', 'check_profile', 'load_profile', 'resolve_device', 'atomic_write',
-           'save_json', 'git_commit', 'hardware', 'package_versions', 'file_sha256', 'provenance', 'provenance_md',
-           'show_provenance', 'results_dir']
+__all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'LIMITS', 'WHY', 'OVERRIDES_FIX', 'PACKAGES', 'SMOKE_BANNER', 'project_root',
+           'ProfileError', 'settings_path', 'read_profiles', 'convert_value', 'check_profile', 'load_profile',
+           'resolve_device', 'umask', 'atomic_write', 'save_json', 'git_commit', 'hardware', 'package_versions',
+           'file_sha256', 'provenance', 'provenance_md', 'show_provenance', 'results_dir', 'Once', 'cli_type']
 
 # %% ../nbs/90_profiles.ipynb #afc1d5a8
 def project_root(start:Path|None=None # folder to search upward from (default: the working directory)
@@ -72,37 +73,45 @@ def convert_value(key:str, # a key of `PROFILE_KEYS`
         raise ProfileError(f"{where} `{key}` = {value!r} is not {typ.__name__}. Give {'an integer' if typ is int else 'a ' + typ.__name__}, e.g. {key}=64.") from None
 
 # %% ../nbs/90_profiles.ipynb #8926ac5d
+LIMITS = dict(img_size=(32, 1024), bs=(1, 1024), epochs=(1, 1000), folds=(2, 20), n_images=(0, 10_000_000),
+              seed=(0, 2**32 - 1), max_pixels=(1, 2**31 - 1))
+WHY = dict(img_size='pixels', folds='cross-validation needs two folds; more than 20 leave too few lesions of the rare classes per fold',
+           n_images='0 means all images', seed="numpy's seed range", epochs='per fold')
+
 def check_profile(p:dict, # a converted profile
                   where:str # named in the error message
                  )->dict:
     "`p` if every value is in range, else a `ProfileError` naming the key."
     def bad(k, need): raise ProfileError(f"{where}: `{k}` = {p[k]!r}, but it must be {need}.")
-    for k in ('img_size', 'bs', 'epochs'):
-        if p[k] < 1: bad(k, '>= 1')
-    if p['img_size'] < 32: bad('img_size', '>= 32 pixels')
-    if p['folds'] < 2: bad('folds', '>= 2 (cross-validation needs two folds)')
-    if p['n_images'] < 0: bad('n_images', '>= 0 (0 means all images)')
+    for k, (lo, hi) in LIMITS.items():
+        if k in p and not lo <= p[k] <= hi: bad(k, f">= {lo} and <= {hi:,}" + (f" ({WHY[k]})" if k in WHY else ''))
     if p['device'] not in DEVICES: bad('device', f"one of {', '.join(DEVICES)}")
     if p['aug'] not in AUGS: bad('aug', f"one of {', '.join(AUGS)}")
-    if p['max_pixels'] < 1: bad('max_pixels', '>= 1')
-    if not 0 <= p['lr'] < 1: bad('lr', 'in [0, 1) (0: choose it with lr_find)')
+    if not math.isfinite(p['lr']) or not 0 <= p['lr'] < 1: bad('lr', 'a finite number in [0, 1) (0: choose it with lr_find)')
     if not p['arch']: bad('arch', 'a timm model name')
     if not p['archs']: bad('archs', 'one or more timm model names, comma-separated')
     return p
 
 # %% ../nbs/90_profiles.ipynb #b2c76865
+OVERRIDES_FIX = 'Give a mapping of profile keys to values, e.g. papermill -y "overrides: {epochs: 3, img_size: 64}" (melanoma-report: --set epochs=3 --set img_size=64).'
+
 def load_profile(name:str='smoke', # a section of `settings.ini`
                  path:Path|str|None=None, # see `settings_path`
-                 **overrides # single values replacing the profile's (None keeps the profile's)
+                 overrides:Mapping|None=None, # the notebooks' `overrides` parameter: {key: value}
+                 **kw # single values replacing the profile's (None keeps the profile's); win over `overrides`
                 )->AttrDict:
-    "The checked run profile `name`, with `overrides` applied."
+    "The checked run profile `name`, with `overrides` and `kw` applied."
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ProfileError(f"parameter `overrides` = {overrides!r} is a {type(overrides).__name__}, not a mapping. {OVERRIDES_FIX}")
+    if not isinstance(name, str): raise ProfileError(f"parameter `profile` = {name!r} is not a profile name. Pass one, e.g. -p profile smoke.")
     profs, where = read_profiles(path), settings_path(path)
     if name not in profs: raise ProfileError(f"Unknown profile {name!r}. {where} defines: {', '.join(profs) or 'no profiles at all'}. Pass one of them, e.g. profile='smoke'.")
     p = {k: convert_value(k, v, f"{where} [{name}] key") for k, v in profs[name].items()}
     missing = set(PROFILE_KEYS) - set(p)
     if missing: raise ProfileError(f"{where} [{name}] lacks {', '.join(sorted(missing))}. Add them to [{name}] or [DEFAULT].")
-    p.update({k: convert_value(k, v) for k, v in overrides.items() if v is not None})
-    return AttrDict(check_profile(p, f"profile {name!r}"), name=name, overrides={k: v for k, v in overrides.items() if v is not None})
+    given = {str(k): v for k, v in {**(overrides or {}), **kw}.items() if v is not None}
+    p.update({k: convert_value(k, v) for k, v in given.items()})
+    return AttrDict(check_profile(p, f"profile {name!r}"), name=name, overrides={k: p[k] for k in given})
 
 # %% ../nbs/90_profiles.ipynb #0d40e7f9
 def resolve_device(device:str # 'cpu', 'cuda' or 'auto'
@@ -115,14 +124,24 @@ def resolve_device(device:str # 'cpu', 'cuda' or 'auto'
     return device
 
 # %% ../nbs/90_profiles.ipynb #b7c3bcc2
+def umask()->int:
+    "This process's umask (read without changing it where /proc tells it)."
+    try: return int(next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('Umask:')).split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        m = os.umask(0o022); os.umask(m); return m
+
 def atomic_write(path:Path|str, # the file to (over)write
                  data:str|bytes # its new content
                 )->Path:
-    "Write `data` to `path` atomically (temporary file, then rename)."
+    "Write `data` to `path` atomically (temporary file, then rename), with the mode the umask gives a new file."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    with os.fdopen(fd, 'wb') as f: f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')  # mkstemp makes it 0600
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+        with os.fdopen(fd, 'wb') as f: f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
     return path
 
 # %% ../nbs/90_profiles.ipynb #b2aa257c
@@ -213,3 +232,21 @@ def results_dir(run_dir:Path|str|None=None, # the pipeline's run folder, or None
     base = Path(run_dir) if run_dir else (project_root() or Path.cwd())/'runs'/'interactive'
     (d := base/sub).mkdir(parents=True, exist_ok=True)
     return d
+
+# %% ../nbs/90_profiles.ipynb #11e4ec91
+class Once(argparse.Action):
+    "argparse action: an option that may be given once; a second, different value is an error (argparse would keep the last)."
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(self, 'seen', False) and getattr(namespace, self.dest, None) != values:
+            raise SystemExit(f"error: {option_string} is given twice ({getattr(namespace, self.dest)!r} and {values!r}). Fix: give it once.")
+        self.seen = True
+        setattr(namespace, self.dest, values)
+
+def cli_type(opt:str, # the option, e.g. '--folds'
+             typ:type=int # the type its value must convert to
+            ):
+    "An argparse `type` that refuses a wrong value with one `error:` line naming `opt` (argparse prints its usage and exits 2)."
+    def conv(v):
+        try: return typ(v)
+        except (TypeError, ValueError): raise SystemExit(f"error: {opt} {v!r} is not {'an integer' if typ is int else 'a ' + typ.__name__}. Fix: e.g. {opt} 5.") from None
+    return conv

@@ -13,9 +13,11 @@ from fastcore.script import call_parse
 from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError)
 
 # %% auto #0
-__all__ = ['numbered', 'RunError', 'new_run_dir', 'execute', 'process_nb', 'stage_book', 'fence', 'html_table_md', 'output_md',
-           'cell_markdown', 'nb_markdown', 'report_markdown', 'render_pdf', 'render_site', 'readme_text',
-           'melanoma_readme', 'run_report', 'render_run', 'parse_sets', 'melanoma_report']
+__all__ = ['RUN_NAME', 'RESERVED', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir',
+           'execute', 'process_nb', 'stage_book', 'fence', 'html_table_md', 'output_md', 'cell_markdown', 'nb_markdown',
+           'report_markdown', 'render_pdf', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
+           'check_resume', 'check_data', 'has_models', 'point_latest', 'run_report', 'render_run', 'parse_sets',
+           'run_folder', 'melanoma_report']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -23,36 +25,99 @@ def numbered(nbs:Path|str # the notebook folder
     "The notebooks `NN_*.ipynb` of `nbs`, in order."
     return sorted(p for p in Path(nbs).glob('*.ipynb') if re.match(r'\d\d\w*_', p.name))
 
+# %% ../nbs/91_report.ipynb #5d6c8c96
+import sys
+from typing import Annotated
+from .profiles import Once
+
 # %% ../nbs/91_report.ipynb #bdd1e882
 class RunError(RuntimeError):
     "A report run that cannot go on; the message says why and what to do."
 
+class RunInterrupted(KeyboardInterrupt):
+    "Ctrl-C during a run; the message says what was kept and how to continue."
+
+RUN_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
+RESERVED = ('latest', 'interactive')  # runs/latest: link to the newest run; runs/interactive: notebooks run by hand
+
+def check_run_name(name:str # a run's name (--name)
+                  )->str:
+    "`name` if it is a plain run name (a folder directly inside runs/), else a `RunError`."
+    if isinstance(name, str) and RUN_NAME.fullmatch(name) and '..' not in name and name not in RESERVED: return name
+    why = f"is reserved (runs/{name} is not a run)" if name in RESERVED else 'is not a plain name'
+    raise RunError(f"--name {name!r} {why}: a run name is one folder inside runs/, of letters, digits, '.', '_' and '-' "
+                   f"(at most 100, starting with a letter or digit, no '..', not {' or '.join(RESERVED)}). Fix: e.g. --name smoke-try1.")
+
+def lock_run(d:Path # a run folder
+            ):
+    "The held lock (a `filelock.FileLock` on `d/.lock`) of run folder `d`, or a `RunError` if another command holds it."
+    from filelock import FileLock, Timeout
+    lock = FileLock(d/'.lock')
+    try: lock.acquire(timeout=0)
+    except Timeout: raise RunError(f"Run folder {d} is in use by another melanoma-report (it holds {d/'.lock'}). "
+                                   "Fix: wait until that command ends, or choose another --name.") from None
+    return lock
+
+def _runs(root:Path)->list:
+    "Names of the run folders in `root` (with provenance.json), newest first."
+    return [f.parent.name for f in sorted(Path(root).glob('*/provenance.json'), key=lambda f: f.stat().st_mtime, reverse=True) if not f.parent.is_symlink()]
+
 def new_run_dir(root:Path|str, # folder holding the runs (e.g. runs/)
                 profile:str, # the profile's name
-                name:str|None=None, # the run's name (default: profile-date-commit)
-                force:bool=False, # replace an existing run folder of that name
+                name:str|None=None, # the run's name (default: profile-date-commit); a plain name, see `check_run_name`
+                force:bool=False, # empty an existing run folder of that name
                 resume:bool=False # continue an existing run folder: keep its results (finished folds are not retrained)
-               )->Path:
-    "A fresh run folder under `root`, or the existing one when resuming."
-    name = name or f"{profile}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{git_commit().split('-')[0]}"
-    d = Path(root)/name
-    if d.exists() and any(d.iterdir()) and not resume:
-        if not force: raise RunError(f"Run folder {d} exists and holds an earlier run. Choose another --name, pass --resume to continue it, or --force to replace it.")
-        shutil.rmtree(d)
+               )->tuple:
+    "The run folder under `root` (new, emptied with `force`, or as it is with `resume`) and its held lock (see `lock_run`)."
+    root = Path(root)
+    if force and resume: raise RunError('--force (replace the run) and --resume (continue it) contradict each other. Fix: give one of them.')
+    name = check_run_name(name) if name is not None else f"{re.sub(r'[^A-Za-z0-9._-]', '-', profile)}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{git_commit().split('-')[0]}"
+    d = root/name
+    if d.is_symlink() or (d.exists() and not d.is_dir()):
+        raise RunError(f"{d} is {'a link' if d.is_symlink() else 'a file'}, not a run folder; it is left alone. Fix: choose another --name.")
+    used = d.is_dir() and any(p.name != '.lock' for p in d.iterdir())
+    if resume and not used:
+        raise RunError(f"--resume: there is no run {name!r} in {root} to continue. Fix: drop --resume to start it, or resume one of: {', '.join(_runs(root)[:5]) or 'none yet'}.")
+    if used and not (resume or force):
+        raise RunError(f"Run folder {d} exists and holds an earlier run. Choose another --name, pass --resume to continue it, or --force to replace it.")
     d.mkdir(parents=True, exist_ok=True)
-    return d
+    lock = lock_run(d)
+    if used and force:
+        for p in d.iterdir():
+            if p.name != '.lock': shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    return d, lock
 
 # %% ../nbs/91_report.ipynb #d31afd4a
+def _kernel_manager(log:Path):
+    "A jupyter kernel manager whose kernel writes its own log (stderr) to `log`, not over the command's one-line messages."
+    from jupyter_client.manager import KernelManager
+    class LoggedKernel(KernelManager):
+        def start_kernel(self, **kw):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log, 'ab')
+            return super().start_kernel(**{**kw, 'stderr': self._log})
+    return LoggedKernel(kernel_name='python3')
+
 def execute(nb:Path, # the source notebook
             out:Path, # where the executed notebook is written
             params:dict, # papermill parameters
-            cwd:Path # working directory of the kernel
+            cwd:Path, # working directory of the kernel
+            log:Path|None=None # the kernel's own log (default: the terminal)
            )->dict:
-    "Execute `nb` with papermill; its name, status and seconds."
+    "Execute `nb` with papermill; its name, status and seconds (Ctrl-C in the kernel is raised here as `KeyboardInterrupt`)."
     import papermill as pm
     t0, status, err = time.time(), 'ok', None
-    try: pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd), kernel_name='python3', language='python', progress_bar=True)
-    except pm.PapermillExecutionError as e: status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
+    km = _kernel_manager(log) if log else None
+    try: pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd), kernel_name='python3', language='python', progress_bar=True, **({'km': km} if km else {}))
+    except pm.PapermillExecutionError as e:
+        if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt(f'{nb.name}, cell {e.exec_count}') from None
+        status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
+    finally:
+        if km is not None:
+            try:
+                if km.has_kernel: km.shutdown_kernel(now=True)
+            except Exception: pass  # already gone
+            if getattr(km, '_log', None): km._log.close()
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
 # %% ../nbs/91_report.ipynb #a1e6e683
@@ -209,10 +274,72 @@ def melanoma_readme(check:bool=False # only check that README.md is current; exi
     (root/'README.md').write_text(txt); print('wrote README.md')
 
 # %% ../nbs/91_report.ipynb #fafc4c51
+def read_provenance(run:Path|str # a run folder
+                   )->dict:
+    "The `provenance.json` of run folder `run`, or a `RunError` saying it is not a run."
+    run = Path(run); f = run/'provenance.json'
+    if not run.is_dir(): raise RunError(f"{run} {'is a file, not' if run.exists() else 'does not exist: it is not'} a run folder. Fix: give a run folder (runs/<name>, e.g. runs/latest).")
+    try: prov = json.loads(f.read_text())
+    except FileNotFoundError: raise RunError(f"{run} is not a melanoma-report run folder (it has no provenance.json). Fix: give runs/<name> of a run (see runs/).") from None
+    except (OSError, ValueError) as e: raise RunError(f"{f} is unreadable ({type(e).__name__}: {e}). Fix: start a new run with another --name.") from None
+    if not isinstance(prov, dict) or not isinstance(prov.get('notebooks'), list):
+        raise RunError(f"{f} is not a run's provenance (no list of notebooks). Fix: give runs/<name> of a run made by melanoma-report.")
+    return prov
+
+def _as_set(v)->str: return ','.join(map(str, v)) if isinstance(v, list) else str(v)
+
+def check_resume(run:Path, # the run folder to continue
+                 P # the profile this command asks for (`load_profile`)
+                )->dict:
+    "The provenance of `run` if it was made with the profile and parameters of `P`, else a `RunError` naming every difference."
+    prov = read_provenance(run)
+    old = prov.get('parameters', {})
+    new = json.loads(json.dumps({k: v for k, v in P.items() if k not in ('name', 'overrides')}, default=str))
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if prov.get('profile') == P.name and not diff: return prov
+    same = ' '.join([f"--profile {prov.get('profile')}", *[f'--set {k}={_as_set(v)}' for k, v in (prov.get('overrides') or {}).items()]])
+    raise RunError(f"--resume: {run} was made with profile {prov.get('profile')!r}" + ''.join(f', {k}={_as_set(old.get(k))}' for k in diff) +
+                   f"; this command asks for profile {P.name!r}" + ''.join(f', {k}={_as_set(new.get(k))}' for k in diff) +
+                   f". Nothing was changed. Fix: resume with the run's settings ({same} --name {run.name} --resume), or start a new run with another --name.")
+
+def check_data(P, # the profile (`load_profile`)
+               data_path:str|None=None # the data folder asked for (None: searched)
+              )->Path|None:
+    "The data folder, after checking the profile's `n_images`/`folds` against it; None when none is found and none was asked for."
+    from melanoma_nbdev.data import find_data, read_metadata, check_split, DataError
+    try: folder = find_data(data_path)
+    except DataError:
+        if data_path is not None: raise
+        return None  # the notebooks say where they looked
+    df = read_metadata(folder); df.attrs['path'] = folder
+    check_split(df, P)
+    return folder
+
+def has_models(run:Path # a run folder
+              )->bool:
+    "Whether `run` holds trained fold models (a `done.json` of chapter 05, where `melanoma-predict` looks)."
+    return any(Path(run).glob('fold*/done.json')) or any(Path(run).glob('kfold/*/fold*/done.json'))
+
+def point_latest(runs:Path, # the runs folder
+                 run:Path # a run folder inside it
+                )->bool:
+    "Point `runs/latest` at `run`, atomically (a new link renamed over the old one); never away from trained models to a run without. Whether it moved."
+    latest = runs/'latest'
+    if latest.exists() and not latest.is_symlink(): return False  # a real folder named latest is left alone
+    if latest.exists() and has_models(latest) and not has_models(run) and latest.resolve() != run.resolve(): return False
+    tmp = runs/f'.latest-{os.getpid()}'; tmp.unlink(missing_ok=True); tmp.symlink_to(run.name)
+    os.replace(tmp, latest)
+    return True
+
+def _command(profile, overrides, data_path, name, only)->str:
+    "The melanoma-report command that continues this run."
+    return ' '.join(['melanoma-report', f'--profile {profile}', *[f'--set {k}={_as_set(v)}' for k, v in overrides.items()],
+                     *([f'--data-path {data_path}'] if data_path else []), *([f"--only '{only}'"] if only else []), f'--name {name} --resume'])
+
 def run_report(profile:str='smoke', # run profile (a section of settings.ini)
                overrides:dict|None=None, # single profile values to replace
                data_path:str|None=None, # HAM10000 folder (default: searched)
-               name:str|None=None, # the run's name (default: profile-date-commit)
+               name:str|None=None, # the run's name (default: profile-date-commit); a plain name inside runs/
                force:bool=False, # replace an existing run of that name
                resume:bool=False, # continue the run of that name, keeping its results
                only:str|None=None, # regex: run only the notebooks whose names match
@@ -221,21 +348,52 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
               )->Path:
     "Execute the notebooks into a new run folder, then render the site and the PDF; the run folder."
     root = Path(root or project_root()); nbs = root/'nbs'
-    P = load_profile(profile, **(overrides or {}))  # a wrong profile or parameter fails here, before any work
-    todo = [p for p in numbered(nbs) if not only or re.search(only, p.name)]
+    P = load_profile(profile, overrides=overrides)  # a wrong profile or parameter fails here, before any work
+    try: todo = [p for p in numbered(nbs) if not only or re.search(only, p.name)]
+    except re.error as e: raise RunError(f"--only {only!r} is not a regular expression ({e}). Fix: e.g. --only '^00_'.") from None
     if not todo: raise RunError(f"No notebook in {nbs} matches only={only!r}.")
-    run = new_run_dir(root/'runs', profile, name, force, resume)
-    (run/'notebooks').mkdir(exist_ok=True)
-    params = dict(profile=profile, data_path=data_path, run_dir=str(run), overrides=P.overrides)
-    prov = provenance(P, command=dict(profile=profile, overrides=P.overrides, data_path=data_path, only=only, resume=resume), notebooks=[])
-    for nb in todo:
-        print(f'--- {nb.name}', flush=True)
-        prov['notebooks'].append(r := execute(nb, run/'notebooks'/nb.name, params, nbs))
+    if name is not None: check_run_name(name)
+    check_data(P, data_path)
+    run, lock = new_run_dir(root/'runs', profile, name, force, resume)
+    try:
+        params = dict(profile=profile, data_path=data_path, run_dir=str(run), overrides=P.overrides)
+        prov = provenance(P, command=dict(profile=profile, overrides=P.overrides, data_path=data_path, only=only, resume=resume), notebooks=[])
+        if resume:
+            attempt = {k: prov[k] for k in ('git_commit', 'date_utc', 'command')} | {'notebooks': []}
+            prov = check_resume(run, P)  # before anything in the run is written
+            prov['resumes'] = [*prov.get('resumes', []), attempt]
+        (run/'notebooks').mkdir(exist_ok=True)
         save_json(prov, run/'provenance.json')
-        if r['status'] != 'ok': raise RunError(f"{nb.name} failed at {r['error']}. The executed notebook, with the error, is {run/'notebooks'/nb.name}.")
-    latest = root/'runs'/'latest'
-    if latest.is_symlink() or not latest.exists(): latest.unlink(missing_ok=True); latest.symlink_to(run.name)
-    if render: render_run(run, root)
+        again = _command(profile, P.overrides, data_path, run.name, only)
+        for nb in todo:
+            print(f'--- {nb.name}', flush=True)
+            out = run/'notebooks'/nb.name
+            stage = out.with_name(f'.resume-{nb.name}') if resume and out.exists() else out  # a finished notebook is replaced only by a success
+            try: r = execute(nb, stage, params, nbs, run/'logs'/f'{nb.stem}.kernel.log')
+            except KeyboardInterrupt:
+                if stage != out: stage.unlink(missing_ok=True)
+                (attempt['notebooks'] if resume else prov['notebooks']).append(dict(notebook=nb.name, status='interrupted', error='Ctrl-C', seconds=None))
+                save_json(prov, run/'provenance.json')
+                done = [n['notebook'] for n in prov['notebooks'] if n['status'] == 'ok']
+                raise RunInterrupted(f"interrupted (Ctrl-C) in {nb.name}: kept the run folder {run} ({len(done)} notebook(s) done: {', '.join(done) or 'none'}"
+                                     + ('; its earlier notebooks and record are unchanged' if resume else '') + f"). Continue it with: {again}") from None
+            if resume:
+                attempt['notebooks'].append(r)
+                if stage != out: os.replace(stage, out if r['status'] == 'ok' else out.with_name(out.stem + '.failed.ipynb'))
+                if r['status'] == 'ok' or stage == out:
+                    prov['notebooks'] = sorted([n for n in prov['notebooks'] if n['notebook'] != nb.name] + [r], key=lambda n: n['notebook'])
+            else: prov['notebooks'].append(r)
+            save_json(prov, run/'provenance.json')
+            if r['status'] != 'ok':
+                kept = f" The run's earlier {nb.name} is kept; the failed one is {out.with_name(out.stem + '.failed.ipynb')}." if stage != out else f" The executed notebook, with the error, is {out}."
+                raise RunError(f"{nb.name} failed at {r['error']}.{kept}")
+        if not point_latest(root/'runs', run):
+            lt = root/'runs'/'latest'
+            print(f"note: runs/latest not moved to {run.name}: " + (f"it points at {os.readlink(lt)}, which has trained models; this run has none." if lt.is_symlink() else "it is a folder, not a link."))
+        if render:
+            try: render_run(run, root)
+            except KeyboardInterrupt: raise RunInterrupted(f"interrupted (Ctrl-C) while rendering: the executed notebooks of {run} are complete and kept. Render them with: melanoma-report --render {run}") from None
+    finally: lock.release()
     return run
 
 # %% ../nbs/91_report.ipynb #4298e0fb
@@ -254,32 +412,58 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
     return site, pdf
 
 # %% ../nbs/91_report.ipynb #72f729b2
-def parse_sets(sets:list|None # ['key=value', ...] from --set
+def parse_sets(sets:list|str|None # ['key=value', ...] from repeated --set
               )->dict:
-    "`--set key=value` options as a dict of overrides."
+    "`--set key=value` options, all of them, as one dict of overrides; a key twice with different values is an error."
     out = {}
-    for s in sets or []:
-        if '=' not in s: raise ProfileError(f"--set {s!r} is not key=value, e.g. --set epochs=3.")
-        k, v = s.split('=', 1); out[k.strip()] = v.strip()
+    for s in [sets] if isinstance(sets, str) else (sets or []):
+        if '=' not in s: raise ProfileError(f"--set {s!r} is not key=value. Fix: e.g. --set epochs=3 (one --set per value).")
+        k, v = (x.strip() for x in s.split('=', 1))
+        if '=' in v: raise ProfileError(f"--set {s!r} holds more than one key=value pair. Fix: one pair per --set, e.g. --set n_images=500 --set img_size=32 "
+                                        "(a comma in a value is for lists: --set archs=resnet34,efficientnet_b0).")
+        if k in out and out[k] != v: raise ProfileError(f"--set {k} is given twice, as {out[k]!r} and {v!r}. Fix: give it once.")
+        out[k] = v
     return out
 
 # %% ../nbs/91_report.ipynb #ae26b5ce
+def _say(msg:str, code:int=1):
+    "Print one line to stderr and exit with `code`."
+    print(msg, file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+def run_folder(run:str, # a run folder, or the name of one in runs/
+               root:Path|None=None # the project checkout
+              )->Path:
+    "The run folder `run` names (a path, else runs/<run>), checked to be a run (see `read_provenance`)."
+    p = Path(run)
+    if not p.exists() and RUN_NAME.fullmatch(run or '') and (Path(root or project_root())/'runs'/run).exists(): p = Path(root or project_root())/'runs'/run
+    read_provenance(p)
+    return p
+
 @call_parse
-def melanoma_report(profile:str='smoke', # run profile: a section of settings.ini (smoke, full)
-                    set:str=None, # override single profile values: key=value, comma between pairs is not allowed; repeat --set
-                    data_path:str=None, # HAM10000 folder (default: $MELANOMA_DATA, data/ham10000, ../shared/data/ham10000)
-                    name:str=None, # run folder name under runs/ (default: profile-date-commit)
+def melanoma_report(profile:Annotated[str, {'action': Once}]='smoke', # run profile: a section of settings.ini (smoke, full)
+                    set:Annotated[str, {'action': 'append'}]=None, # override one profile value: key=value; repeat --set for each value (--set epochs=3 --set img_size=64)
+                    data_path:Annotated[str, {'action': Once}]=None, # HAM10000 folder (default: $MELANOMA_DATA, data/ham10000, ../shared/data/ham10000)
+                    name:Annotated[str, {'action': Once}]=None, # run name: one plain folder name under runs/ (default: profile-date-commit)
                     force:bool=False, # replace an existing run folder of that name
-                    resume:bool=False, # continue the run folder --name: its finished folds are kept, not retrained
-                    only:str=None, # regex: run only matching notebooks (e.g. '00_')
+                    resume:bool=False, # continue the run --name with the same profile and settings: its finished folds are kept, not retrained
+                    only:Annotated[str, {'action': Once}]=None, # regex: run only matching notebooks (e.g. '00_')
                     no_render:bool=False, # skip the website and the PDF
-                    render:str=None # only render an existing run folder (path), executing nothing
+                    render:Annotated[str, {'action': Once}]=None # only render an existing run (a folder, or a name in runs/), executing nothing
                    ):
     "Run the report: execute the notebooks with a profile, then render the website and the PDF."
     from melanoma_nbdev.data import DataError
     try:
-        if render: return render_run(Path(render))
+        if render:
+            run = run_folder(render); lock = lock_run(run)
+            try: render_run(run)
+            finally: lock.release()
+            return
         if resume and not name: raise RunError('--resume needs --name of the run to continue (see runs/).')
-        run = run_report(profile, parse_sets([set] if isinstance(set, str) else set), data_path, name, force, resume, only, not no_render)
+        run = run_report(profile, parse_sets(set), data_path, name, force, resume, only, not no_render)
         print(f'run folder: {run}')
-    except (ProfileError, RunError, DataError) as e: raise SystemExit(f'error: {e}')
+    except (ProfileError, RunError, DataError) as e: _say(f'error: {e}')
+    except RunInterrupted as e: _say(f'error: {e}', 130)
+    except KeyboardInterrupt: _say('error: interrupted (Ctrl-C) before any notebook ran: nothing was written.' if not render else
+                                   f'error: interrupted (Ctrl-C) while rendering {render}: its executed notebooks are unchanged; render again with --render.', 130)
+    except OSError as e: _say(f"error: {e.strerror or e} ({e.filename or 'a file of the run'}). Fix: check that folder's permissions and free space, then run again.")

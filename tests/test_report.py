@@ -113,5 +113,9 @@ def test_resume_continues_a_run_and_keeps_its_results(run, syn, tmp_path):
     (r2/'results'/'kept.txt').write_text('finished earlier')
     again = run_report('smoke', data_path=str(syn), name='t2', root=root, resume=True, render=False, only=r'^00_')
     assert again == r2 and (r2/'results'/'kept.txt').read_text() == 'finished earlier'
-    prov = json.loads((r2/'provenance.json').read_text())
-    assert prov['command']['resume'] and [n['notebook'] for n in prov['notebooks']] == ['00_data.ipynb']
+    prov, before = json.loads((r2/'provenance.json').read_text()), json.loads((r/'provenance.json').read_text())
+    assert prov['resumes'][-1]['command']['resume'] and [n['notebook'] for n in prov['resumes'][-1]['notebooks']] == ['00_data.ipynb']
+    # the run's record keeps every notebook it ran; the resumed one is updated, the others are as they were
+    assert [n['notebook'] for n in prov['notebooks']] == [n['notebook'] for n in before['notebooks']]
+    assert [n for n in prov['notebooks'] if n['notebook'] != '00_data.ipynb'] == [n for n in before['notebooks'] if n['notebook'] != '00_data.ipynb']
+    assert prov['command'] == before['command'] and all(n['status'] == 'ok' for n in prov['notebooks'])
