@@ -14,11 +14,11 @@ from .profiles import (project_root, load_profile, provenance, provenance_md, sa
 
 # %% auto #0
 __all__ = ['DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'SEARCH_NOTE', 'numbered', 'RunError', 'new_run_dir',
-           'execute', 'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'unlink', 'smoke_banner', 'clean_nb',
-           'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image',
-           'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows', 'md_table', 'front_page',
-           'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text',
-           'melanoma_readme', 'run_report', 'render_run', 'parse_sets', 'melanoma_report']
+           'execute', 'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'unlink', 'smoke_banner', 'data_note',
+           'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table',
+           'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows', 'md_table',
+           'front_page', 'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site',
+           'readme_text', 'melanoma_readme', 'run_report', 'render_run', 'parse_sets', 'melanoma_report']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -58,7 +58,7 @@ def execute(nb:Path, # the source notebook
     except pm.PapermillExecutionError as e: status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/91_report.ipynb #b08906e5
+# %% ../nbs/91_report.ipynb #cdea3a96
 _TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
 _ABS = re.compile(rf"(?<![\w.:/~\\-])/(?:{_TOP})(?:/[^\s'\"`<>()\[\]{{}},;|*]*)?")
 
@@ -87,7 +87,7 @@ def scrub(s:str, # text that may hold absolute paths
         s = re.sub(re.escape(p) + r'(?:(/)|(?![\w.-]))', lambda m: ('' if r == '.' else r + '/') if m[1] else r, s)
     return _ABS.sub(lambda m: Path(m[0]).name or '.', s)
 
-# %% ../nbs/91_report.ipynb #e9b9fc10
+# %% ../nbs/91_report.ipynb #cd1f27f8
 def is_test_cell(src:str, # a code cell's source
                  shows:bool=False # whether the cell shows the reader anything
                 )->bool:
@@ -114,7 +114,7 @@ def is_log(o:dict # one output of a code cell
     if set(d) <= {'text/plain'}: return bool(_PATH_REPR.match(t) or re.match(r'<(IPython\.core\.display\.\w+|Figure size|matplotlib\.|fastai\.)', t))
     return False
 
-# %% ../nbs/91_report.ipynb #ba69959f
+# %% ../nbs/91_report.ipynb #4bceb116
 DATA_CHAPTERS = r'^0[01]_'  # chapters whose numbers are dataset facts from all images, not model results
 DOCS_URL = r'https?://melanoma-nbdev\.github\.io/[^\s)"\'>]*'
 
@@ -132,6 +132,13 @@ def smoke_banner(prov:dict # the run's provenance
             f"This page comes from a **smoke run** (profile `{prov.get('profile')}`: {p.get('n_images') or 'all'} images at {p.get('img_size')} px, "
             f"{p.get('epochs')} epoch(s), {p.get('folds')} folds), which only checks that the code runs end to end. "
             "Its model numbers are noise and must not be quoted; facts about the dataset itself are not affected.\n:::")
+
+def data_note(prov:dict # the run's provenance
+             )->str:
+    "The quieter note on a smoke run's data chapters: their dataset facts are not noise."
+    return ('::: {.callout-note title="Smoke run: dataset facts hold"}\n'
+            "No model is trained in this chapter. Its facts about the dataset do not depend on the run profile, except where a section says it "
+            f"describes this run (the `{prov.get('profile')}` profile's sample of {prov.get('parameters', {}).get('n_images') or 'all'} images).\n:::")
 
 def _front(c):
     import yaml
@@ -196,12 +203,13 @@ def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
             if caps: c.source = _directive(c.source, 'fig-cap', caps if len(caps) > 1 else caps[0])
             if c.source.strip() and not re.search(r'^#\|\s*code-fold:', c.source, re.M): c.source = '#| code-fold: true\n' + c.source
         cells.append(c)
-        if fm is not None and prov and prov.get('smoke') and nn and nn[1] < '90' and not re.match(DATA_CHAPTERS, name) and fm.get('smoke') != 'data':
-            cells.append(nbformat.from_dict(dict(cell_type='markdown', source=smoke_banner(prov), metadata={'report': 'banner'}, id=f'smoke{num}')))
+        if fm is not None and prov and prov.get('smoke') and nn and nn[1] < '90':
+            data = re.match(DATA_CHAPTERS, name) or fm.get('smoke') == 'data'
+            cells.append(nbformat.from_dict(dict(cell_type='markdown', source=(data_note if data else smoke_banner)(prov), metadata={'report': 'banner'}, id=f'smoke{num}')))
     nb.cells = cells
     return nb
 
-# %% ../nbs/91_report.ipynb #babd8fa7
+# %% ../nbs/91_report.ipynb #7fbd1651
 def process_nb(src:Path, # an executed notebook
                dst:Path, # the processed copy
                paths:list|None=None, # from `machine_paths`: clean the notebook for readers (`clean_nb`); None: nbdev's docs processing only
@@ -223,7 +231,7 @@ def process_nb(src:Path, # an executed notebook
     write_nb(nb, dst)
     return dst
 
-# %% ../nbs/91_report.ipynb #a9bfe5de
+# %% ../nbs/91_report.ipynb #d86027c7
 def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
                book:Path, # the staging folder to fill
                quarto_yml:Path, # the project's _quarto.yml (and report.css beside it)
@@ -252,7 +260,7 @@ def fence(s:str, # text to show verbatim
     n = max([3, *map(len, re.findall(r'`{3,}', s))]) + 1
     return f"{'`'*n}{lang}\n{s.rstrip()}\n{'`'*n}"
 
-# %% ../nbs/91_report.ipynb #831f645d
+# %% ../nbs/91_report.ipynb #81dbf6cb
 from html.parser import HTMLParser
 
 class _Tables(HTMLParser):
@@ -308,7 +316,7 @@ def html_tables(html:str # HTML holding one or more tables (pandas' `_repr_html_
         out.append((header, [r + [''] * (n - len(r)) for r in bg], nidx))
     return out
 
-# %% ../nbs/91_report.ipynb #91bfcdab
+# %% ../nbs/91_report.ipynb #b1793904
 def fmt_num(s:str # a table cell
            )->str:
     "A number rounded to 3 significant digits (integers and text unchanged)."
@@ -342,7 +350,7 @@ def fit_table(header:list, # column names
         parts = [(header[:nidx] + header[j:j + step], [r[:nidx] + r[j:j + step] for r in rows], nidx) for j in range(nidx, len(header), step)]
     return parts, [f'[{k}] {v}' for v, k in notes.items()]
 
-# %% ../nbs/91_report.ipynb #1e78d702
+# %% ../nbs/91_report.ipynb #9a3ea886
 TEXT_WIDTH_PT = 481  # A4 (595 pt) less two 2 cm margins
 
 def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
@@ -368,7 +376,7 @@ def typst_table(header:list, # column names
     t += ''.join(f'#text(size: 7pt)[#{_tstr(x)}] \\\n' for x in notes or []) + ']'
     return fence(t, '{=typst}')
 
-# %% ../nbs/91_report.ipynb #d1249197
+# %% ../nbs/91_report.ipynb #b0b4025c
 def compress_image(b:bytes, # a PNG or JPEG
                    max_px:int=1600 # widest side kept
                   )->tuple:
@@ -416,7 +424,7 @@ def output_md(o:dict, # one output of a cleaned code cell
     t = ''.join(d.get('text/plain', ''))
     return '' if not t.strip() or re.match(r'<(IPython|Figure|matplotlib)', t) else fence(t)
 
-# %% ../nbs/91_report.ipynb #ef65ad70
+# %% ../nbs/91_report.ipynb #0cdf48aa
 def cell_markdown(c:dict, # a cell of a processed notebook
                   media:Path, # folder for figures
                   code:bool=True # show the code (README) or leave it out (PDF)
@@ -444,7 +452,7 @@ def cell_markdown(c:dict, # a cell of a processed notebook
         cap = ''
     return shown + out
 
-# %% ../nbs/91_report.ipynb #7f9a9d6e
+# %% ../nbs/91_report.ipynb #71802cfb
 def nb_markdown(nb:Path, # a processed notebook
                 media:Path, # folder for its figures
                 code:bool=True # keep the code (README) or leave it out (PDF)
@@ -453,7 +461,7 @@ def nb_markdown(nb:Path, # a processed notebook
     import nbformat
     return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media, code))
 
-# %% ../nbs/91_report.ipynb #03b808a4
+# %% ../nbs/91_report.ipynb #30b53b23
 REFERENCES = [
     "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
     "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
@@ -501,7 +509,7 @@ def md_table(header:list, # column names
     esc = lambda s: str(s).replace('|', '\\|').replace('\n', ' ')
     return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', '|' + ':---|' * len(header)] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
 
-# %% ../nbs/91_report.ipynb #cb19820b
+# %% ../nbs/91_report.ipynb #928c0d85
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None # from `machine_paths`
@@ -552,7 +560,7 @@ def front_page(run:Path, # the run folder
             '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(REFERENCES, 1))]
     return scrub('\n\n'.join(out), paths or [])
 
-# %% ../nbs/91_report.ipynb #df5adb75
+# %% ../nbs/91_report.ipynb #365daee1
 def _typst_header(prov):
     t = ['#set figure(numbering: none)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
          '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
@@ -578,7 +586,7 @@ def report_markdown(book:Path, # the staging folder
     (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + typo(front) + '\n\n' + toc + '\n\n' + body)
     return d/'report.md'
 
-# %% ../nbs/91_report.ipynb #07b10035
+# %% ../nbs/91_report.ipynb #5cbdcfcc
 def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
                out:Path # the PDF to write
               )->Path:
@@ -593,7 +601,7 @@ def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
     typst.compile(str(typ), output=str(out), root=str(md.parent))
     return out
 
-# %% ../nbs/91_report.ipynb #0a77eedc
+# %% ../nbs/91_report.ipynb #607130c0
 def pdf_layout_problems(pdf:Path, # a PDF
                         margin:float=56.7 # its right margin in pt (2 cm)
                        )->list:
@@ -609,7 +617,7 @@ def pdf_layout_problems(pdf:Path, # a PDF
         out += [(i, f'{a[4]} / {b[4]}', 'overprints') for a, b in zip(ws, ws[1:]) if abs(a[1] - b[1]) < 1 and b[0] < a[2] - 1.5 and b[4].strip() and a[4].strip()]
     return out
 
-# %% ../nbs/91_report.ipynb #e8409681
+# %% ../nbs/91_report.ipynb #ae26e9dd
 SEARCH_NOTE = """<script>
 if (location.protocol === 'file:') document.addEventListener('DOMContentLoaded', () => {
   const note = document.createElement('div'); note.className = 'file-search-note';
@@ -695,7 +703,7 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     if render: render_run(run, root)
     return run
 
-# %% ../nbs/91_report.ipynb #b4729ae0
+# %% ../nbs/91_report.ipynb #90a3d35c
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
                root:Path|None=None # the project checkout
               )->tuple:
