@@ -12,7 +12,7 @@ BIN = Path(sys.executable).parent
 def copy_project(dest: Path, notebooks=None) -> Path:
     "A minimal copy of the project (settings, Quarto config, notebooks) to run the pipeline in."
     dest.mkdir(parents=True)
-    for f in ('settings.ini', 'pyproject.toml', '_quarto.yml'): shutil.copy(ROOT/f, dest/f)
+    for f in ('settings.ini', 'pyproject.toml', '_quarto.yml', 'report.css'): shutil.copy(ROOT/f, dest/f)
     (dest/'nbs').mkdir()
     for nb in notebooks or sorted((ROOT/'nbs').glob('*.ipynb')): shutil.copy(nb, dest/'nbs'/nb.name)
     return dest
