@@ -58,7 +58,7 @@ def execute(nb:Path, # the source notebook
     except pm.PapermillExecutionError as e: status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/91_report.ipynb #c8c46703
+# %% ../nbs/91_report.ipynb #79e287e2
 _TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
 _ABS = re.compile(rf"(?<![\w.:/~\\-])/(?:{_TOP})(?:/[^\s'\"`<>()\[\]{{}},;|*]*)?")
 
@@ -87,7 +87,7 @@ def scrub(s:str, # text that may hold absolute paths
         s = re.sub(re.escape(p) + r'(?:(/)|(?![\w.-]))', lambda m: ('' if r == '.' else r + '/') if m[1] else r, s)
     return _ABS.sub(lambda m: Path(m[0]).name or '.', s)
 
-# %% ../nbs/91_report.ipynb #fd18b79f
+# %% ../nbs/91_report.ipynb #49a359a0
 def is_test_cell(src:str, # a code cell's source
                  shows:bool=False # whether the cell shows the reader anything
                 )->bool:
@@ -114,7 +114,7 @@ def is_log(o:dict # one output of a code cell
     if set(d) <= {'text/plain'}: return bool(_PATH_REPR.match(t) or re.match(r'<(IPython\.core\.display\.\w+|Figure size|matplotlib\.|fastai\.)', t))
     return False
 
-# %% ../nbs/91_report.ipynb #142fd00e
+# %% ../nbs/91_report.ipynb #17a578af
 DATA_CHAPTERS = r'^0[01]_'  # chapters whose numbers are dataset facts from all images, not model results
 DOCS_URL = r'https?://melanoma-nbdev\.github\.io/[^\s)"\'>]*'
 
@@ -163,7 +163,8 @@ def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
         if c.cell_type == 'code':
             tags = c.get('metadata', {}).get('tags', [])
             if {'parameters', 'injected-parameters'} & set(tags) or re.search(r'^\s*show_doc\(', c.source, re.M): continue
-            c.outputs = [o for o in c.get('outputs', []) if not is_log(o)]
+            hidden = re.search(r'^#\|\s*output:\s*false', c.source, re.M)  # outputs not shown: not numbered either
+            c.outputs = [] if hidden else [o for o in c.get('outputs', []) if not is_log(o)]
             for o in c.outputs:
                 if o.output_type == 'stream': o.text = ''.join(l for l in o.text.splitlines(True) if not _LOG_LINE.search(l))
                 for k in ('text/markdown', 'text/plain', 'text/html'):
@@ -209,7 +210,7 @@ def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
     nb.cells = cells
     return nb
 
-# %% ../nbs/91_report.ipynb #5642f8cb
+# %% ../nbs/91_report.ipynb #8f40bd03
 def process_nb(src:Path, # an executed notebook
                dst:Path, # the processed copy
                paths:list|None=None, # from `machine_paths`: clean the notebook for readers (`clean_nb`); None: nbdev's docs processing only
@@ -231,7 +232,7 @@ def process_nb(src:Path, # an executed notebook
     write_nb(nb, dst)
     return dst
 
-# %% ../nbs/91_report.ipynb #5f567ce3
+# %% ../nbs/91_report.ipynb #04de0ba8
 def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
                book:Path, # the staging folder to fill
                quarto_yml:Path, # the project's _quarto.yml (and report.css beside it)
@@ -260,7 +261,7 @@ def fence(s:str, # text to show verbatim
     n = max([3, *map(len, re.findall(r'`{3,}', s))]) + 1
     return f"{'`'*n}{lang}\n{s.rstrip()}\n{'`'*n}"
 
-# %% ../nbs/91_report.ipynb #dac87ad0
+# %% ../nbs/91_report.ipynb #459a8230
 from html.parser import HTMLParser
 
 class _Tables(HTMLParser):
@@ -316,7 +317,7 @@ def html_tables(html:str # HTML holding one or more tables (pandas' `_repr_html_
         out.append((header, [r + [''] * (n - len(r)) for r in bg], nidx))
     return out
 
-# %% ../nbs/91_report.ipynb #e22e1bdd
+# %% ../nbs/91_report.ipynb #bf933ae7
 def fmt_num(s:str # a table cell
            )->str:
     "A number rounded to 3 significant digits (integers and text unchanged)."
@@ -350,7 +351,7 @@ def fit_table(header:list, # column names
         parts = [(header[:nidx] + header[j:j + step], [r[:nidx] + r[j:j + step] for r in rows], nidx) for j in range(nidx, len(header), step)]
     return parts, [f'[{k}] {v}' for v, k in notes.items()]
 
-# %% ../nbs/91_report.ipynb #116bf774
+# %% ../nbs/91_report.ipynb #9f9a8320
 TEXT_WIDTH_PT = 481  # A4 (595 pt) less two 2 cm margins
 
 def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
@@ -376,7 +377,7 @@ def typst_table(header:list, # column names
     t += ''.join(f'#text(size: 7pt)[#{_tstr(x)}] \\\n' for x in notes or []) + ']'
     return fence(t, '{=typst}')
 
-# %% ../nbs/91_report.ipynb #0c5a98d8
+# %% ../nbs/91_report.ipynb #2f2230ab
 def compress_image(b:bytes, # a PNG or JPEG
                    max_px:int=1600 # widest side kept
                   )->tuple:
@@ -424,7 +425,7 @@ def output_md(o:dict, # one output of a cleaned code cell
     t = ''.join(d.get('text/plain', ''))
     return '' if not t.strip() or re.match(r'<(IPython|Figure|matplotlib)', t) else fence(t)
 
-# %% ../nbs/91_report.ipynb #fec0f775
+# %% ../nbs/91_report.ipynb #bbe6ea1f
 def cell_markdown(c:dict, # a cell of a processed notebook
                   media:Path, # folder for figures
                   code:bool=True # show the code (README) or leave it out (PDF)
@@ -452,7 +453,7 @@ def cell_markdown(c:dict, # a cell of a processed notebook
         cap = ''
     return shown + out
 
-# %% ../nbs/91_report.ipynb #212bdda8
+# %% ../nbs/91_report.ipynb #b92c6fb0
 def nb_markdown(nb:Path, # a processed notebook
                 media:Path, # folder for its figures
                 code:bool=True # keep the code (README) or leave it out (PDF)
@@ -461,7 +462,7 @@ def nb_markdown(nb:Path, # a processed notebook
     import nbformat
     return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media, code))
 
-# %% ../nbs/91_report.ipynb #0f1d42cf
+# %% ../nbs/91_report.ipynb #bbee1f79
 REFERENCES = [
     "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
     "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
@@ -509,7 +510,7 @@ def md_table(header:list, # column names
     esc = lambda s: str(s).replace('|', '\\|').replace('\n', ' ')
     return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', '|' + ':---|' * len(header)] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
 
-# %% ../nbs/91_report.ipynb #05cff6ae
+# %% ../nbs/91_report.ipynb #6b1bdfb7
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None # from `machine_paths`
@@ -560,7 +561,7 @@ def front_page(run:Path, # the run folder
             '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(REFERENCES, 1))]
     return scrub('\n\n'.join(out), paths or [])
 
-# %% ../nbs/91_report.ipynb #3ac41275
+# %% ../nbs/91_report.ipynb #361ce0f6
 def _typst_header(prov):
     t = ['#set figure(numbering: none)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
          '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
@@ -586,7 +587,7 @@ def report_markdown(book:Path, # the staging folder
     (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + typo(front) + '\n\n' + toc + '\n\n' + body)
     return d/'report.md'
 
-# %% ../nbs/91_report.ipynb #d067cea0
+# %% ../nbs/91_report.ipynb #fdb5ff79
 def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
                out:Path # the PDF to write
               )->Path:
@@ -601,7 +602,7 @@ def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
     typst.compile(str(typ), output=str(out), root=str(md.parent))
     return out
 
-# %% ../nbs/91_report.ipynb #de5c3d79
+# %% ../nbs/91_report.ipynb #af9a79b0
 def pdf_layout_problems(pdf:Path, # a PDF
                         margin:float=56.7 # its right margin in pt (2 cm)
                        )->list:
@@ -617,7 +618,7 @@ def pdf_layout_problems(pdf:Path, # a PDF
         out += [(i, f'{a[4]} / {b[4]}', 'overprints') for a, b in zip(ws, ws[1:]) if abs(a[1] - b[1]) < 1 and b[0] < a[2] - 1.5 and b[4].strip() and a[4].strip()]
     return out
 
-# %% ../nbs/91_report.ipynb #ad7f5ae2
+# %% ../nbs/91_report.ipynb #9f086e6c
 SEARCH_NOTE = """<script>
 if (location.protocol === 'file:') document.addEventListener('DOMContentLoaded', () => {
   const note = document.createElement('div'); note.className = 'file-search-note';
@@ -703,7 +704,7 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     if render: render_run(run, root)
     return run
 
-# %% ../nbs/91_report.ipynb #068788f9
+# %% ../nbs/91_report.ipynb #f2b0296c
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
                root:Path|None=None # the project checkout
               )->tuple:

@@ -61,7 +61,7 @@ def test_site_and_pdf(run):
     md = (r/'book'/'_pdf'/'report.md').read_text()
     for title in ('# 0 Data: HAM10000, checked and split by lesion', '# 90 Run profiles and provenance', '# 91 The report pipeline'):
         assert title in md, title
-    assert 'SMOKE RUN' in md and list((r/'book'/'_pdf'/'media').glob('*.png'))
+    assert 'SMOKE RUN' in md and list((r/'book'/'_pdf'/'media').glob('*.[pj][np]g'))  # figures, compressed as PNG or JPEG
 
 def test_never_overwrites_an_earlier_run(run, syn):
     r, root = run
