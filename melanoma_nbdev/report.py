@@ -17,8 +17,8 @@ __all__ = ['DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'SEARCH_N
            'execute', 'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'unlink', 'smoke_banner', 'data_note',
            'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table',
            'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows', 'md_table',
-           'front_page', 'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site',
-           'readme_text', 'melanoma_readme', 'run_report', 'render_run', 'parse_sets', 'melanoma_report']
+           'front_page', 'callouts_typst', 'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site',
+           'render_site', 'readme_text', 'melanoma_readme', 'run_report', 'render_run', 'parse_sets', 'melanoma_report']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -58,7 +58,7 @@ def execute(nb:Path, # the source notebook
     except pm.PapermillExecutionError as e: status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/91_report.ipynb #79e287e2
+# %% ../nbs/91_report.ipynb #a246c90e
 _TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
 _ABS = re.compile(rf"(?<![\w.:/~\\-])/(?:{_TOP})(?:/[^\s'\"`<>()\[\]{{}},;|*]*)?")
 
@@ -87,7 +87,7 @@ def scrub(s:str, # text that may hold absolute paths
         s = re.sub(re.escape(p) + r'(?:(/)|(?![\w.-]))', lambda m: ('' if r == '.' else r + '/') if m[1] else r, s)
     return _ABS.sub(lambda m: Path(m[0]).name or '.', s)
 
-# %% ../nbs/91_report.ipynb #49a359a0
+# %% ../nbs/91_report.ipynb #a021cad0
 def is_test_cell(src:str, # a code cell's source
                  shows:bool=False # whether the cell shows the reader anything
                 )->bool:
@@ -114,7 +114,7 @@ def is_log(o:dict # one output of a code cell
     if set(d) <= {'text/plain'}: return bool(_PATH_REPR.match(t) or re.match(r'<(IPython\.core\.display\.\w+|Figure size|matplotlib\.|fastai\.)', t))
     return False
 
-# %% ../nbs/91_report.ipynb #17a578af
+# %% ../nbs/91_report.ipynb #625bdfce
 DATA_CHAPTERS = r'^0[01]_'  # chapters whose numbers are dataset facts from all images, not model results
 DOCS_URL = r'https?://melanoma-nbdev\.github\.io/[^\s)"\'>]*'
 
@@ -210,7 +210,7 @@ def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
     nb.cells = cells
     return nb
 
-# %% ../nbs/91_report.ipynb #8f40bd03
+# %% ../nbs/91_report.ipynb #eadb89ca
 def process_nb(src:Path, # an executed notebook
                dst:Path, # the processed copy
                paths:list|None=None, # from `machine_paths`: clean the notebook for readers (`clean_nb`); None: nbdev's docs processing only
@@ -232,7 +232,7 @@ def process_nb(src:Path, # an executed notebook
     write_nb(nb, dst)
     return dst
 
-# %% ../nbs/91_report.ipynb #04de0ba8
+# %% ../nbs/91_report.ipynb #a8540f0d
 def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
                book:Path, # the staging folder to fill
                quarto_yml:Path, # the project's _quarto.yml (and report.css beside it)
@@ -261,7 +261,7 @@ def fence(s:str, # text to show verbatim
     n = max([3, *map(len, re.findall(r'`{3,}', s))]) + 1
     return f"{'`'*n}{lang}\n{s.rstrip()}\n{'`'*n}"
 
-# %% ../nbs/91_report.ipynb #459a8230
+# %% ../nbs/91_report.ipynb #89e757fb
 from html.parser import HTMLParser
 
 class _Tables(HTMLParser):
@@ -317,7 +317,7 @@ def html_tables(html:str # HTML holding one or more tables (pandas' `_repr_html_
         out.append((header, [r + [''] * (n - len(r)) for r in bg], nidx))
     return out
 
-# %% ../nbs/91_report.ipynb #bf933ae7
+# %% ../nbs/91_report.ipynb #0e03a4a2
 def fmt_num(s:str # a table cell
            )->str:
     "A number rounded to 3 significant digits (integers and text unchanged)."
@@ -351,7 +351,7 @@ def fit_table(header:list, # column names
         parts = [(header[:nidx] + header[j:j + step], [r[:nidx] + r[j:j + step] for r in rows], nidx) for j in range(nidx, len(header), step)]
     return parts, [f'[{k}] {v}' for v, k in notes.items()]
 
-# %% ../nbs/91_report.ipynb #9f9a8320
+# %% ../nbs/91_report.ipynb #4fa08b3b
 TEXT_WIDTH_PT = 481  # A4 (595 pt) less two 2 cm margins
 
 def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
@@ -377,7 +377,7 @@ def typst_table(header:list, # column names
     t += ''.join(f'#text(size: 7pt)[#{_tstr(x)}] \\\n' for x in notes or []) + ']'
     return fence(t, '{=typst}')
 
-# %% ../nbs/91_report.ipynb #2f2230ab
+# %% ../nbs/91_report.ipynb #ac6b18fa
 def compress_image(b:bytes, # a PNG or JPEG
                    max_px:int=1600 # widest side kept
                   )->tuple:
@@ -425,7 +425,7 @@ def output_md(o:dict, # one output of a cleaned code cell
     t = ''.join(d.get('text/plain', ''))
     return '' if not t.strip() or re.match(r'<(IPython|Figure|matplotlib)', t) else fence(t)
 
-# %% ../nbs/91_report.ipynb #bbe6ea1f
+# %% ../nbs/91_report.ipynb #542da644
 def cell_markdown(c:dict, # a cell of a processed notebook
                   media:Path, # folder for figures
                   code:bool=True # show the code (README) or leave it out (PDF)
@@ -453,7 +453,7 @@ def cell_markdown(c:dict, # a cell of a processed notebook
         cap = ''
     return shown + out
 
-# %% ../nbs/91_report.ipynb #b92c6fb0
+# %% ../nbs/91_report.ipynb #200f7b48
 def nb_markdown(nb:Path, # a processed notebook
                 media:Path, # folder for its figures
                 code:bool=True # keep the code (README) or leave it out (PDF)
@@ -462,7 +462,7 @@ def nb_markdown(nb:Path, # a processed notebook
     import nbformat
     return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media, code))
 
-# %% ../nbs/91_report.ipynb #bbee1f79
+# %% ../nbs/91_report.ipynb #e1d42e2b
 REFERENCES = [
     "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
     "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
@@ -504,13 +504,15 @@ def headline_rows(results:Path # a run's results folder
     return rows
 
 def md_table(header:list, # column names
-             rows:list # rows of cells
+             rows:list, # rows of cells
+             widths:list|None=None # relative column widths (pandoc reads them from the dashes)
             )->str:
-    "A pipe table."
+    "A pipe table, left-aligned."
     esc = lambda s: str(s).replace('|', '\\|').replace('\n', ' ')
-    return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', '|' + ':---|' * len(header)] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
+    rule = '|' + ''.join(':' + '-' * (3 * w) + '|' for w in widths or [1] * len(header))
+    return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', rule] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
 
-# %% ../nbs/91_report.ipynb #6b1bdfb7
+# %% ../nbs/91_report.ipynb #6b6c98f6
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None # from `machine_paths`
@@ -528,12 +530,12 @@ def front_page(run:Path, # the run folder
            md_table(['', ''], [('status', status), ('profile', f"`{prov.get('profile')}`: " + ', '.join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())),
                                ('git commit', f"`{prov.get('git_commit')}`"), ('date (UTC)', prov.get('date_utc', '')),
                                ('hardware', f"{hw.get('cpu')}, {hw.get('cpu_cores')} cores, {hw.get('memory_gib')} GiB memory, GPU: {hw.get('gpu')}"),
-                               ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds', 0):.0f} s)" for n in prov.get('notebooks', [])))]),
+                               ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds', 0):.0f} s)" for n in prov.get('notebooks', [])))], [1, 5]),
            '## Headline results']
     rows = headline_rows(run/'results')
     if rows:
         if smoke: out.append('::: {.callout-warning title="Smoke run"}\nThese numbers come from a smoke run and are **not results**: they only show that the pipeline produces them.\n:::')
-        out.append(md_table(['evaluation', 'metric', 'value', '95% CI'], rows))
+        out.append(md_table(['evaluation', 'metric', 'value', '95% CI'], rows, [4, 4, 1, 2]))
         out.append('Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5); intervals are percentile bootstrap intervals by lesion (chapter 6).')
     else: out.append('This run has no model results (no `kfold_metrics.json`, `error_analysis.json` or `locked_test.json` in its results folder).')
     pc = run/'results'/'per_class.csv'
@@ -561,14 +563,25 @@ def front_page(run:Path, # the run folder
             '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(REFERENCES, 1))]
     return scrub('\n\n'.join(out), paths or [])
 
-# %% ../nbs/91_report.ipynb #361ce0f6
+# %% ../nbs/91_report.ipynb #f82204a3
 def _typst_header(prov):
-    t = ['#set figure(numbering: none)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
+    t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
          '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
     if prov.get('smoke'):
         t.append('#set page(header: align(center, block(fill: rgb("#fff3cd"), stroke: 0.6pt + rgb("#d39e00"), inset: (x: 8pt, y: 3pt), radius: 2pt, '
                  'text(size: 8pt, fill: rgb("#6b4500"))[*SMOKE RUN:* model numbers in this report are noise, not results (tiny CPU check). Dataset facts are unaffected.])))')
     return '\n'.join(t)
+
+def callouts_typst(md:str # Markdown with Quarto callouts (`::: {.callout-warning title="..."}`)
+                  )->str:
+    "`md` with each callout as a coloured Typst box around its Markdown body, as on the website."
+    col = dict(warning=('#fff3cd', '#d39e00'), note=('#e7f1ff', '#4a7bd0'), important=('#fde2e1', '#c0392b'), tip=('#e6f4ea', '#2e7d32'), caution=('#fff3cd', '#d39e00'))
+    def box(m):
+        fill, line = col.get(m[1], col['note'])
+        title = f'#strong[#{json.dumps(m[2])}] \\\n' if m[2] else ''
+        return (fence(f'#block(fill: rgb("{fill}"), stroke: (left: 2.5pt + rgb("{line}")), inset: 8pt, radius: 2pt, width: 100%)[{title}', '{=typst}')
+                + f'\n\n{m[3]}\n\n' + fence(']', '{=typst}'))
+    return re.sub(r'^::: \{\.callout-(\w+)(?: title="([^"]*)")?\}\n(.*?)\n:::$', box, md, flags=re.S | re.M)
 
 def report_markdown(book:Path, # the staging folder
                     notebooks:list, # names of the notebooks, in order
@@ -584,10 +597,10 @@ def report_markdown(book:Path, # the staging folder
     head = 'header-includes: |\n' + ''.join(f'  {l}\n' for l in fence(_typst_header(prov), '{=typst}').splitlines())
     body = '\n\n'.join(nb_markdown(book/n, d/'media', code=False) for n in notebooks)
     toc = fence('#outline(depth: 1)', '{=typst}')
-    (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + typo(front) + '\n\n' + toc + '\n\n' + body)
+    (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(front)) + '\n\n' + toc + '\n\n' + body)
     return d/'report.md'
 
-# %% ../nbs/91_report.ipynb #fdb5ff79
+# %% ../nbs/91_report.ipynb #71aa9914
 def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
                out:Path # the PDF to write
               )->Path:
@@ -602,7 +615,7 @@ def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
     typst.compile(str(typ), output=str(out), root=str(md.parent))
     return out
 
-# %% ../nbs/91_report.ipynb #af9a79b0
+# %% ../nbs/91_report.ipynb #8e0cf50b
 def pdf_layout_problems(pdf:Path, # a PDF
                         margin:float=56.7 # its right margin in pt (2 cm)
                        )->list:
@@ -618,7 +631,7 @@ def pdf_layout_problems(pdf:Path, # a PDF
         out += [(i, f'{a[4]} / {b[4]}', 'overprints') for a, b in zip(ws, ws[1:]) if abs(a[1] - b[1]) < 1 and b[0] < a[2] - 1.5 and b[4].strip() and a[4].strip()]
     return out
 
-# %% ../nbs/91_report.ipynb #9f086e6c
+# %% ../nbs/91_report.ipynb #ccc237ac
 SEARCH_NOTE = """<script>
 if (location.protocol === 'file:') document.addEventListener('DOMContentLoaded', () => {
   const note = document.createElement('div'); note.className = 'file-search-note';
@@ -704,7 +717,7 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     if render: render_run(run, root)
     return run
 
-# %% ../nbs/91_report.ipynb #f2b0296c
+# %% ../nbs/91_report.ipynb #0db8ef2a
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
                root:Path|None=None # the project checkout
               )->tuple:
