@@ -58,7 +58,7 @@ def execute(nb:Path, # the source notebook
     except pm.PapermillExecutionError as e: status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/91_report.ipynb #a246c90e
+# %% ../nbs/91_report.ipynb #a07ed8be
 _TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
 _ABS = re.compile(rf"(?<![\w.:/~\\-])/(?:{_TOP})(?:/[^\s'\"`<>()\[\]{{}},;|*]*)?")
 
@@ -70,7 +70,7 @@ def machine_paths(run:Path|None=None, # the run folder
     import sys
     pairs = []
     for d in data or []: pairs.append((str(d), Path(d).name))
-    if run: pairs.append((str(run), os.path.relpath(run, root) if root and Path(run).resolve().is_relative_to(Path(root).resolve()) else 'run'))
+    if run: pairs.append((str(run), os.path.relpath(Path(run).resolve(), Path(root).resolve()) if root and Path(run).resolve().is_relative_to(Path(root).resolve()) else 'run'))
     if root: pairs.append((str(root), '.'))
     pairs += [(sys.prefix, 'venv'), (str(Path.home()), '~')]
     out = {}
@@ -87,7 +87,7 @@ def scrub(s:str, # text that may hold absolute paths
         s = re.sub(re.escape(p) + r'(?:(/)|(?![\w.-]))', lambda m: ('' if r == '.' else r + '/') if m[1] else r, s)
     return _ABS.sub(lambda m: Path(m[0]).name or '.', s)
 
-# %% ../nbs/91_report.ipynb #a021cad0
+# %% ../nbs/91_report.ipynb #d2163f8f
 def is_test_cell(src:str, # a code cell's source
                  shows:bool=False # whether the cell shows the reader anything
                 )->bool:
@@ -114,7 +114,7 @@ def is_log(o:dict # one output of a code cell
     if set(d) <= {'text/plain'}: return bool(_PATH_REPR.match(t) or re.match(r'<(IPython\.core\.display\.\w+|Figure size|matplotlib\.|fastai\.)', t))
     return False
 
-# %% ../nbs/91_report.ipynb #625bdfce
+# %% ../nbs/91_report.ipynb #69f1aa1d
 DATA_CHAPTERS = r'^0[01]_'  # chapters whose numbers are dataset facts from all images, not model results
 DOCS_URL = r'https?://melanoma-nbdev\.github\.io/[^\s)"\'>]*'
 
@@ -210,7 +210,7 @@ def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
     nb.cells = cells
     return nb
 
-# %% ../nbs/91_report.ipynb #eadb89ca
+# %% ../nbs/91_report.ipynb #190d4dc2
 def process_nb(src:Path, # an executed notebook
                dst:Path, # the processed copy
                paths:list|None=None, # from `machine_paths`: clean the notebook for readers (`clean_nb`); None: nbdev's docs processing only
@@ -232,7 +232,7 @@ def process_nb(src:Path, # an executed notebook
     write_nb(nb, dst)
     return dst
 
-# %% ../nbs/91_report.ipynb #a8540f0d
+# %% ../nbs/91_report.ipynb #4b3ea262
 def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
                book:Path, # the staging folder to fill
                quarto_yml:Path, # the project's _quarto.yml (and report.css beside it)
@@ -261,7 +261,7 @@ def fence(s:str, # text to show verbatim
     n = max([3, *map(len, re.findall(r'`{3,}', s))]) + 1
     return f"{'`'*n}{lang}\n{s.rstrip()}\n{'`'*n}"
 
-# %% ../nbs/91_report.ipynb #89e757fb
+# %% ../nbs/91_report.ipynb #d3f4ab28
 from html.parser import HTMLParser
 
 class _Tables(HTMLParser):
@@ -317,7 +317,7 @@ def html_tables(html:str # HTML holding one or more tables (pandas' `_repr_html_
         out.append((header, [r + [''] * (n - len(r)) for r in bg], nidx))
     return out
 
-# %% ../nbs/91_report.ipynb #0e03a4a2
+# %% ../nbs/91_report.ipynb #a22e12ba
 def fmt_num(s:str # a table cell
            )->str:
     "A number rounded to 3 significant digits (integers and text unchanged)."
@@ -351,7 +351,7 @@ def fit_table(header:list, # column names
         parts = [(header[:nidx] + header[j:j + step], [r[:nidx] + r[j:j + step] for r in rows], nidx) for j in range(nidx, len(header), step)]
     return parts, [f'[{k}] {v}' for v, k in notes.items()]
 
-# %% ../nbs/91_report.ipynb #4fa08b3b
+# %% ../nbs/91_report.ipynb #8f54e0ec
 TEXT_WIDTH_PT = 481  # A4 (595 pt) less two 2 cm margins
 
 def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
@@ -377,11 +377,11 @@ def typst_table(header:list, # column names
     t += ''.join(f'#text(size: 7pt)[#{_tstr(x)}] \\\n' for x in notes or []) + ']'
     return fence(t, '{=typst}')
 
-# %% ../nbs/91_report.ipynb #ac6b18fa
+# %% ../nbs/91_report.ipynb #e634610c
 def compress_image(b:bytes, # a PNG or JPEG
                    max_px:int=1600 # widest side kept
                   )->tuple:
-    "(bytes, extension, width in px): the image made small for the PDF."
+    "(bytes, extension, width, height in px): the image made small for the PDF."
     import io
     from PIL import Image
     im = Image.open(io.BytesIO(b))
@@ -393,7 +393,7 @@ def compress_image(b:bytes, # a PNG or JPEG
     im.quantize(256, method=Image.Quantize.MEDIANCUT).save(png, 'PNG', optimize=True)
     im.save(jpg, 'JPEG', quality=82, optimize=True)
     best = min((png.getvalue(), 'png'), (jpg.getvalue(), 'jpg'), key=lambda x: len(x[0]))
-    return best[0], best[1], im.size[0]
+    return best[0], best[1], *im.size
 
 def typo(s:str # Markdown prose
         )->str:
@@ -411,9 +411,10 @@ def output_md(o:dict, # one output of a cleaned code cell
     d = o.get('data', {})
     for mime in ('image/png', 'image/jpeg'):
         if mime in d:
-            b, ext, w = compress_image(base64.b64decode(d[mime])); f = media/f'{hashlib.sha1(b).hexdigest()[:16]}.{ext}'
+            b, ext, w, h = compress_image(base64.b64decode(d[mime])); f = media/f'{hashlib.sha1(b).hexdigest()[:16]}.{ext}'
             media.mkdir(parents=True, exist_ok=True); f.write_bytes(b)
-            return f'![{cap}]({media.name}/{f.name}){{width={min(100, round(w / 130 * 2.54 / 17 * 100))}%}}'
+            cm = min(17, w / 150 * 2.54, 12 * w / h)  # 150 dpi, at most the text width and 12 cm high
+            return f'![{cap}]({media.name}/{f.name}){{width={round(cm / 17 * 100)}%}}'
     md = ''.join(d.get('text/markdown', ''))
     if md: return '' if md.lstrip().startswith('| run |') else typo(md)
     if '<table' in d.get('text/html', ''):
@@ -425,7 +426,7 @@ def output_md(o:dict, # one output of a cleaned code cell
     t = ''.join(d.get('text/plain', ''))
     return '' if not t.strip() or re.match(r'<(IPython|Figure|matplotlib)', t) else fence(t)
 
-# %% ../nbs/91_report.ipynb #542da644
+# %% ../nbs/91_report.ipynb #ccc5abe3
 def cell_markdown(c:dict, # a cell of a processed notebook
                   media:Path, # folder for figures
                   code:bool=True # show the code (README) or leave it out (PDF)
@@ -453,7 +454,7 @@ def cell_markdown(c:dict, # a cell of a processed notebook
         cap = ''
     return shown + out
 
-# %% ../nbs/91_report.ipynb #200f7b48
+# %% ../nbs/91_report.ipynb #35636fcb
 def nb_markdown(nb:Path, # a processed notebook
                 media:Path, # folder for its figures
                 code:bool=True # keep the code (README) or leave it out (PDF)
@@ -462,7 +463,7 @@ def nb_markdown(nb:Path, # a processed notebook
     import nbformat
     return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media, code))
 
-# %% ../nbs/91_report.ipynb #e1d42e2b
+# %% ../nbs/91_report.ipynb #6cf080a1
 REFERENCES = [
     "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
     "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
@@ -512,7 +513,7 @@ def md_table(header:list, # column names
     rule = '|' + ''.join(':' + '-' * (3 * w) + '|' for w in widths or [1] * len(header))
     return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', rule] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
 
-# %% ../nbs/91_report.ipynb #6b6c98f6
+# %% ../nbs/91_report.ipynb #7f66f710
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None # from `machine_paths`
@@ -563,7 +564,7 @@ def front_page(run:Path, # the run folder
             '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(REFERENCES, 1))]
     return scrub('\n\n'.join(out), paths or [])
 
-# %% ../nbs/91_report.ipynb #f82204a3
+# %% ../nbs/91_report.ipynb #8879f79f
 def _typst_header(prov):
     t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
          '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
@@ -600,7 +601,7 @@ def report_markdown(book:Path, # the staging folder
     (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(front)) + '\n\n' + toc + '\n\n' + body)
     return d/'report.md'
 
-# %% ../nbs/91_report.ipynb #71aa9914
+# %% ../nbs/91_report.ipynb #a2680acb
 def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
                out:Path # the PDF to write
               )->Path:
@@ -615,7 +616,7 @@ def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
     typst.compile(str(typ), output=str(out), root=str(md.parent))
     return out
 
-# %% ../nbs/91_report.ipynb #8e0cf50b
+# %% ../nbs/91_report.ipynb #6729118c
 def pdf_layout_problems(pdf:Path, # a PDF
                         margin:float=56.7 # its right margin in pt (2 cm)
                        )->list:
@@ -631,7 +632,7 @@ def pdf_layout_problems(pdf:Path, # a PDF
         out += [(i, f'{a[4]} / {b[4]}', 'overprints') for a, b in zip(ws, ws[1:]) if abs(a[1] - b[1]) < 1 and b[0] < a[2] - 1.5 and b[4].strip() and a[4].strip()]
     return out
 
-# %% ../nbs/91_report.ipynb #ccc237ac
+# %% ../nbs/91_report.ipynb #3fbfa5f4
 SEARCH_NOTE = """<script>
 if (location.protocol === 'file:') document.addEventListener('DOMContentLoaded', () => {
   const note = document.createElement('div'); note.className = 'file-search-note';
@@ -717,7 +718,7 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     if render: render_run(run, root)
     return run
 
-# %% ../nbs/91_report.ipynb #0db8ef2a
+# %% ../nbs/91_report.ipynb #83cca1b2
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
                root:Path|None=None # the project checkout
               )->tuple:
