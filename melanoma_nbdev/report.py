@@ -58,7 +58,7 @@ def execute(nb:Path, # the source notebook
     except pm.PapermillExecutionError as e: status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/91_report.ipynb #f800544a
+# %% ../nbs/91_report.ipynb #fc4daa76
 _TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
 _ABS = re.compile(rf"(?<![\w.:/~\\-])/(?:{_TOP})(?:/[^\s'\"`<>()\[\]{{}},;|*]*)?")
 
@@ -87,7 +87,7 @@ def scrub(s:str, # text that may hold absolute paths
         s = re.sub(re.escape(p) + r'(?:(/)|(?![\w.-]))', lambda m: ('' if r == '.' else r + '/') if m[1] else r, s)
     return _ABS.sub(lambda m: Path(m[0]).name or '.', s)
 
-# %% ../nbs/91_report.ipynb #dd4329ac
+# %% ../nbs/91_report.ipynb #4165cd92
 def is_test_cell(src:str, # a code cell's source
                  shows:bool=False # whether the cell shows the reader anything
                 )->bool:
@@ -111,10 +111,11 @@ def is_log(o:dict # one output of a code cell
     if o['output_type'] == 'error': return False
     d = o.get('data', {}); h = ''.join(d.get('text/html', '')); t = ''.join(d.get('text/plain', ''))
     if '<progress' in h or re.search(r'<th>epoch</th>.*<th>(train_loss|valid_loss)</th>', h, re.S): return True
+    if h and not re.search(r'<(table|img|svg)', h) and not re.sub(r'<style.*?</style>|<[^>]+>', '', h, flags=re.S).strip(): return True  # empty displays (fastai's progress styles)
     if set(d) <= {'text/plain'}: return bool(_PATH_REPR.match(t) or re.match(r'<(IPython\.core\.display\.\w+|Figure size|matplotlib\.|fastai\.)', t))
     return False
 
-# %% ../nbs/91_report.ipynb #7937aa9c
+# %% ../nbs/91_report.ipynb #38678094
 DATA_CHAPTERS = r'^0[01]_'  # chapters whose numbers are dataset facts from all images, not model results
 DOCS_URL = r'https?://melanoma-nbdev\.github\.io/[^\s)"\'>]*'
 
@@ -210,7 +211,7 @@ def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
     nb.cells = cells
     return nb
 
-# %% ../nbs/91_report.ipynb #50bfa638
+# %% ../nbs/91_report.ipynb #822b0808
 def process_nb(src:Path, # an executed notebook
                dst:Path, # the processed copy
                paths:list|None=None, # from `machine_paths`: clean the notebook for readers (`clean_nb`); None: nbdev's docs processing only
@@ -232,7 +233,7 @@ def process_nb(src:Path, # an executed notebook
     write_nb(nb, dst)
     return dst
 
-# %% ../nbs/91_report.ipynb #4059138b
+# %% ../nbs/91_report.ipynb #f9926188
 def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
                book:Path, # the staging folder to fill
                quarto_yml:Path, # the project's _quarto.yml (and report.css beside it)
@@ -261,7 +262,7 @@ def fence(s:str, # text to show verbatim
     n = max([3, *map(len, re.findall(r'`{3,}', s))]) + 1
     return f"{'`'*n}{lang}\n{s.rstrip()}\n{'`'*n}"
 
-# %% ../nbs/91_report.ipynb #c48eb8e0
+# %% ../nbs/91_report.ipynb #55491848
 from html.parser import HTMLParser
 
 class _Tables(HTMLParser):
@@ -317,7 +318,7 @@ def html_tables(html:str # HTML holding one or more tables (pandas' `_repr_html_
         out.append((header, [r + [''] * (n - len(r)) for r in bg], nidx))
     return out
 
-# %% ../nbs/91_report.ipynb #3aa5b824
+# %% ../nbs/91_report.ipynb #f0e4a61f
 def fmt_num(s:str # a table cell
            )->str:
     "A number rounded to 3 significant digits (integers and text unchanged)."
@@ -351,7 +352,7 @@ def fit_table(header:list, # column names
         parts = [(header[:nidx] + header[j:j + step], [r[:nidx] + r[j:j + step] for r in rows], nidx) for j in range(nidx, len(header), step)]
     return parts, [f'[{k}] {v}' for v, k in notes.items()]
 
-# %% ../nbs/91_report.ipynb #400ee33d
+# %% ../nbs/91_report.ipynb #dbabca63
 TEXT_WIDTH_PT = 481  # A4 (595 pt) less two 2 cm margins
 
 def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
@@ -378,7 +379,7 @@ def typst_table(header:list, # column names
     t += ''.join(f'#text(size: 7pt)[#{_tstr(x)}] \\\n' for x in notes or []) + ']'
     return fence(t, '{=typst}')
 
-# %% ../nbs/91_report.ipynb #241c7490
+# %% ../nbs/91_report.ipynb #8157adee
 def compress_image(b:bytes, # a PNG or JPEG
                    max_px:int=1600 # widest side kept
                   )->tuple:
@@ -427,7 +428,7 @@ def output_md(o:dict, # one output of a cleaned code cell
     t = ''.join(d.get('text/plain', ''))
     return '' if not t.strip() or re.match(r'<(IPython|Figure|matplotlib)', t) else fence(t)
 
-# %% ../nbs/91_report.ipynb #b96385e0
+# %% ../nbs/91_report.ipynb #486225c3
 def cell_markdown(c:dict, # a cell of a processed notebook
                   media:Path, # folder for figures
                   code:bool=True # show the code (README) or leave it out (PDF)
@@ -455,7 +456,7 @@ def cell_markdown(c:dict, # a cell of a processed notebook
         cap = ''
     return shown + out
 
-# %% ../nbs/91_report.ipynb #450be2d7
+# %% ../nbs/91_report.ipynb #1121e88d
 def nb_markdown(nb:Path, # a processed notebook
                 media:Path, # folder for its figures
                 code:bool=True # keep the code (README) or leave it out (PDF)
@@ -464,7 +465,7 @@ def nb_markdown(nb:Path, # a processed notebook
     import nbformat
     return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media, code))
 
-# %% ../nbs/91_report.ipynb #61a35e55
+# %% ../nbs/91_report.ipynb #1a43f104
 REFERENCES = [
     "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
     "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
@@ -514,7 +515,7 @@ def md_table(header:list, # column names
     rule = '|' + ''.join(':' + '-' * (3 * w) + '|' for w in widths or [1] * len(header))
     return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', rule] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
 
-# %% ../nbs/91_report.ipynb #453964e4
+# %% ../nbs/91_report.ipynb #87df3c0f
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None # from `machine_paths`
@@ -565,7 +566,7 @@ def front_page(run:Path, # the run folder
             '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(REFERENCES, 1))]
     return scrub('\n\n'.join(out), paths or [])
 
-# %% ../nbs/91_report.ipynb #b46a4b7f
+# %% ../nbs/91_report.ipynb #95f795d9
 def _typst_header(prov):
     t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
          '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
@@ -602,7 +603,7 @@ def report_markdown(book:Path, # the staging folder
     (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(front)) + '\n\n' + toc + '\n\n' + body)
     return d/'report.md'
 
-# %% ../nbs/91_report.ipynb #8913613c
+# %% ../nbs/91_report.ipynb #bcb44d24
 def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
                out:Path # the PDF to write
               )->Path:
@@ -617,7 +618,7 @@ def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
     typst.compile(str(typ), output=str(out), root=str(md.parent))
     return out
 
-# %% ../nbs/91_report.ipynb #6225b55c
+# %% ../nbs/91_report.ipynb #882adbd2
 def pdf_layout_problems(pdf:Path, # a PDF
                         margin:float=56.7 # its right margin in pt (2 cm)
                        )->list:
@@ -633,7 +634,7 @@ def pdf_layout_problems(pdf:Path, # a PDF
         out += [(i, f'{a[4]} / {b[4]}', 'overprints') for a, b in zip(ws, ws[1:]) if abs(a[1] - b[1]) < 1 and b[0] < a[2] - 1.5 and b[4].strip() and a[4].strip()]
     return out
 
-# %% ../nbs/91_report.ipynb #d5941924
+# %% ../nbs/91_report.ipynb #866ab0c7
 SEARCH_NOTE = """<script>
 if (location.protocol === 'file:') document.addEventListener('DOMContentLoaded', () => {
   const note = document.createElement('div'); note.className = 'file-search-note';
@@ -719,7 +720,7 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     if render: render_run(run, root)
     return run
 
-# %% ../nbs/91_report.ipynb #f833c05d
+# %% ../nbs/91_report.ipynb #ef2d2c84
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
                root:Path|None=None # the project checkout
               )->tuple:

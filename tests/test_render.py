@@ -51,7 +51,9 @@ def make_run(base: Path) -> tuple:
         nbformat.v4.new_code_cell('counts', outputs=[out('execute_result', **{'text/html': pd.DataFrame({'images': [6705, 1113]}, index=['nv', 'mel'])._repr_html_(), 'text/plain': ''})])])
     ch5 = chapter('K-fold: fabricated', run, root, [
         nbformat.v4.new_markdown_cell('## Training\nSee [`train_fold`](https://melanoma-nbdev.github.io/melanoma_nbdev/kfold.html#train_fold).'),
-        nbformat.v4.new_code_cell('learn.fit_one_cycle(1)', outputs=[out(**{'text/html': FASTAI_LOG, 'text/plain': '<IPython.core.display.HTML object>'}),
+        nbformat.v4.new_code_cell('learn.fit_one_cycle(1)', outputs=[out(**{'text/html': '<style>progress { width: 300px; }</style>', 'text/plain': '<IPython.core.display.HTML object>'}),
+                                                                   out(**{'text/html': '<div></div>', 'text/markdown': '<div></div>', 'text/plain': ''}),
+                                                                   out(**{'text/html': FASTAI_LOG, 'text/plain': '<IPython.core.display.HTML object>'}),
                                                                    stream('Better model found at epoch 0 with valid_loss value: 1.7.\n'),
                                                                    stream(f'Written: {run}/results/kfold_metrics.json\n')]),
         nbformat.v4.new_code_cell('from fastcore.test import test_eq\ntest_eq(1, 1)\nassert True'),
