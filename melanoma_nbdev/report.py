@@ -13,12 +13,13 @@ from fastcore.script import call_parse
 from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError)
 
 # %% auto #0
-__all__ = ['DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'SEARCH_NOTE', 'numbered', 'RunError', 'new_run_dir',
-           'execute', 'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'unlink', 'smoke_banner', 'data_note',
-           'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table',
-           'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows', 'md_table',
-           'front_page', 'callouts_typst', 'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site',
-           'render_site', 'readme_text', 'melanoma_readme', 'run_report', 'render_run', 'parse_sets', 'melanoma_report']
+__all__ = ['DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE', 'SEARCH_NOTE', 'numbered', 'RunError',
+           'new_run_dir', 'execute', 'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'unlink', 'smoke_banner',
+           'data_note', 'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table',
+           'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows',
+           'md_table', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf', 'pdf_layout_problems',
+           'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'run_report', 'render_run', 'parse_sets',
+           'melanoma_report']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -58,7 +59,7 @@ def execute(nb:Path, # the source notebook
     except pm.PapermillExecutionError as e: status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/91_report.ipynb #fc4daa76
+# %% ../nbs/91_report.ipynb #860c3256
 _TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
 _ABS = re.compile(rf"(?<![\w.:/~\\-])/(?:{_TOP})(?:/[^\s'\"`<>()\[\]{{}},;|*]*)?")
 
@@ -87,7 +88,7 @@ def scrub(s:str, # text that may hold absolute paths
         s = re.sub(re.escape(p) + r'(?:(/)|(?![\w.-]))', lambda m: ('' if r == '.' else r + '/') if m[1] else r, s)
     return _ABS.sub(lambda m: Path(m[0]).name or '.', s)
 
-# %% ../nbs/91_report.ipynb #4165cd92
+# %% ../nbs/91_report.ipynb #37840d5b
 def is_test_cell(src:str, # a code cell's source
                  shows:bool=False # whether the cell shows the reader anything
                 )->bool:
@@ -115,7 +116,7 @@ def is_log(o:dict # one output of a code cell
     if set(d) <= {'text/plain'}: return bool(_PATH_REPR.match(t) or re.match(r'<(IPython\.core\.display\.\w+|Figure size|matplotlib\.|fastai\.)', t))
     return False
 
-# %% ../nbs/91_report.ipynb #38678094
+# %% ../nbs/91_report.ipynb #645274ee
 DATA_CHAPTERS = r'^0[01]_'  # chapters whose numbers are dataset facts from all images, not model results
 DOCS_URL = r'https?://melanoma-nbdev\.github\.io/[^\s)"\'>]*'
 
@@ -211,7 +212,7 @@ def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
     nb.cells = cells
     return nb
 
-# %% ../nbs/91_report.ipynb #822b0808
+# %% ../nbs/91_report.ipynb #0b8be4fa
 def process_nb(src:Path, # an executed notebook
                dst:Path, # the processed copy
                paths:list|None=None, # from `machine_paths`: clean the notebook for readers (`clean_nb`); None: nbdev's docs processing only
@@ -233,7 +234,7 @@ def process_nb(src:Path, # an executed notebook
     write_nb(nb, dst)
     return dst
 
-# %% ../nbs/91_report.ipynb #f9926188
+# %% ../nbs/91_report.ipynb #6e04eaca
 def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
                book:Path, # the staging folder to fill
                quarto_yml:Path, # the project's _quarto.yml (and report.css beside it)
@@ -262,7 +263,7 @@ def fence(s:str, # text to show verbatim
     n = max([3, *map(len, re.findall(r'`{3,}', s))]) + 1
     return f"{'`'*n}{lang}\n{s.rstrip()}\n{'`'*n}"
 
-# %% ../nbs/91_report.ipynb #55491848
+# %% ../nbs/91_report.ipynb #231e265d
 from html.parser import HTMLParser
 
 class _Tables(HTMLParser):
@@ -318,7 +319,7 @@ def html_tables(html:str # HTML holding one or more tables (pandas' `_repr_html_
         out.append((header, [r + [''] * (n - len(r)) for r in bg], nidx))
     return out
 
-# %% ../nbs/91_report.ipynb #f0e4a61f
+# %% ../nbs/91_report.ipynb #52cc77e4
 def fmt_num(s:str # a table cell
            )->str:
     "A number rounded to 3 significant digits (integers and text unchanged)."
@@ -352,7 +353,7 @@ def fit_table(header:list, # column names
         parts = [(header[:nidx] + header[j:j + step], [r[:nidx] + r[j:j + step] for r in rows], nidx) for j in range(nidx, len(header), step)]
     return parts, [f'[{k}] {v}' for v, k in notes.items()]
 
-# %% ../nbs/91_report.ipynb #dbabca63
+# %% ../nbs/91_report.ipynb #a9076d3e
 TEXT_WIDTH_PT = 481  # A4 (595 pt) less two 2 cm margins
 
 def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
@@ -379,7 +380,7 @@ def typst_table(header:list, # column names
     t += ''.join(f'#text(size: 7pt)[#{_tstr(x)}] \\\n' for x in notes or []) + ']'
     return fence(t, '{=typst}')
 
-# %% ../nbs/91_report.ipynb #8157adee
+# %% ../nbs/91_report.ipynb #b2f36037
 def compress_image(b:bytes, # a PNG or JPEG
                    max_px:int=1600 # widest side kept
                   )->tuple:
@@ -428,7 +429,7 @@ def output_md(o:dict, # one output of a cleaned code cell
     t = ''.join(d.get('text/plain', ''))
     return '' if not t.strip() or re.match(r'<(IPython|Figure|matplotlib)', t) else fence(t)
 
-# %% ../nbs/91_report.ipynb #486225c3
+# %% ../nbs/91_report.ipynb #e64aa664
 def cell_markdown(c:dict, # a cell of a processed notebook
                   media:Path, # folder for figures
                   code:bool=True # show the code (README) or leave it out (PDF)
@@ -456,7 +457,7 @@ def cell_markdown(c:dict, # a cell of a processed notebook
         cap = ''
     return shown + out
 
-# %% ../nbs/91_report.ipynb #1121e88d
+# %% ../nbs/91_report.ipynb #a204c451
 def nb_markdown(nb:Path, # a processed notebook
                 media:Path, # folder for its figures
                 code:bool=True # keep the code (README) or leave it out (PDF)
@@ -465,13 +466,15 @@ def nb_markdown(nb:Path, # a processed notebook
     import nbformat
     return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media, code))
 
-# %% ../nbs/91_report.ipynb #1a43f104
+# %% ../nbs/91_report.ipynb #66f7400d
 REFERENCES = [
     "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
     "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
     "Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. *Scientific Data* 5, 180161. doi:10.1038/sdata.2018.161.",
     "Winkler J. K., Fink C., Toberer F., et al. (2019). Association between surgical skin markings in dermoscopic images and diagnostic performance of a deep learning convolutional neural network for melanoma recognition. *JAMA Dermatology* 155(10), 1135-1141.",
     "Zhou B., Khosla A., Lapedriza A., Oliva A., Torralba A. (2016). Learning deep features for discriminative localization. *Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)*, 2921-2929."]
+
+HEADLINE = ('balanced_accuracy', 'accuracy', 'macro_auc', 'mel_auc', 'mel_sens_at_80_spec', 'mel_sens_at_90_spec')  # k-fold metrics on the front page
 
 def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -500,10 +503,10 @@ def headline_rows(results:Path # a run's results folder
     if (ea := load('error_analysis.json')):
         rows += [x for r in ea.get('headline', []) if (x := _ci_row(f"out-of-fold, main model (bootstrap by {ea.get('bootstrap', {}).get('unit', 'lesion')})", r))]
     if (km := load('kfold_metrics.json')) and not ea:
-        main = km.get('main')
-        for r in km.get('metrics', []):
-            if main in r.values():
-                rows += [('out-of-fold, main model', k, fmt_num(f'{float(v):.6f}'), '') for k, v in r.items() if _num(v) and k != 'n']
+        recs = sorted([r for r in km.get('metrics', []) if km.get('main') in r.values()], key=lambda r: bool(r.get('tta')))[:1]  # without TTA first
+        for r in recs:
+            keys = [k for k in HEADLINE if k in r] or [k for k, v in r.items() if _num(v) and k != 'n']
+            rows += [('out-of-fold, main model', k, fmt_num(f'{float(r[k]):.6f}'), '') for k in keys]
     return rows
 
 def md_table(header:list, # column names
@@ -515,7 +518,7 @@ def md_table(header:list, # column names
     rule = '|' + ''.join(':' + '-' * (3 * w) + '|' for w in widths or [1] * len(header))
     return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', rule] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
 
-# %% ../nbs/91_report.ipynb #87df3c0f
+# %% ../nbs/91_report.ipynb #92f936ed
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None # from `machine_paths`
@@ -566,7 +569,7 @@ def front_page(run:Path, # the run folder
             '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(REFERENCES, 1))]
     return scrub('\n\n'.join(out), paths or [])
 
-# %% ../nbs/91_report.ipynb #95f795d9
+# %% ../nbs/91_report.ipynb #e813a1b1
 def _typst_header(prov):
     t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
          '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
@@ -603,7 +606,7 @@ def report_markdown(book:Path, # the staging folder
     (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(front)) + '\n\n' + toc + '\n\n' + body)
     return d/'report.md'
 
-# %% ../nbs/91_report.ipynb #bcb44d24
+# %% ../nbs/91_report.ipynb #c23a31c6
 def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
                out:Path # the PDF to write
               )->Path:
@@ -618,7 +621,7 @@ def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
     typst.compile(str(typ), output=str(out), root=str(md.parent))
     return out
 
-# %% ../nbs/91_report.ipynb #882adbd2
+# %% ../nbs/91_report.ipynb #7a13b0f8
 def pdf_layout_problems(pdf:Path, # a PDF
                         margin:float=56.7 # its right margin in pt (2 cm)
                        )->list:
@@ -634,7 +637,7 @@ def pdf_layout_problems(pdf:Path, # a PDF
         out += [(i, f'{a[4]} / {b[4]}', 'overprints') for a, b in zip(ws, ws[1:]) if abs(a[1] - b[1]) < 1 and b[0] < a[2] - 1.5 and b[4].strip() and a[4].strip()]
     return out
 
-# %% ../nbs/91_report.ipynb #866ab0c7
+# %% ../nbs/91_report.ipynb #55948ab7
 SEARCH_NOTE = """<script>
 if (location.protocol === 'file:') document.addEventListener('DOMContentLoaded', () => {
   const note = document.createElement('div'); note.className = 'file-search-note';
@@ -720,7 +723,7 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     if render: render_run(run, root)
     return run
 
-# %% ../nbs/91_report.ipynb #ef2d2c84
+# %% ../nbs/91_report.ipynb #f934f3eb
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
                root:Path|None=None # the project checkout
               )->tuple:
