@@ -59,7 +59,7 @@ def execute(nb:Path, # the source notebook
     except pm.PapermillExecutionError as e: status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/91_report.ipynb #2282a311
+# %% ../nbs/91_report.ipynb #7364520d
 _TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
 _ABS = re.compile(rf"(?<![\w.:/~\\-])/(?:{_TOP})(?:/[^\s'\"`<>()\[\]{{}},;|*]*)?")
 
@@ -88,7 +88,7 @@ def scrub(s:str, # text that may hold absolute paths
         s = re.sub(re.escape(p) + r'(?:(/)|(?![\w.-]))', lambda m: ('' if r == '.' else r + '/') if m[1] else r, s)
     return _ABS.sub(lambda m: Path(m[0]).name or '.', s)
 
-# %% ../nbs/91_report.ipynb #47813281
+# %% ../nbs/91_report.ipynb #a1b5e91e
 def is_test_cell(src:str, # a code cell's source
                  shows:bool=False # whether the cell shows the reader anything
                 )->bool:
@@ -116,7 +116,7 @@ def is_log(o:dict # one output of a code cell
     if set(d) <= {'text/plain'}: return bool(_PATH_REPR.match(t) or re.match(r'<(IPython\.core\.display\.\w+|Figure size|matplotlib\.|fastai\.)', t))
     return False
 
-# %% ../nbs/91_report.ipynb #50de9866
+# %% ../nbs/91_report.ipynb #6f0c94cb
 DATA_CHAPTERS = r'^0[01]_'  # chapters whose numbers are dataset facts from all images, not model results
 DOCS_URL = r'https?://melanoma-nbdev\.github\.io/[^\s)"\'>]*'
 
@@ -212,7 +212,7 @@ def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
     nb.cells = cells
     return nb
 
-# %% ../nbs/91_report.ipynb #f38bd8b0
+# %% ../nbs/91_report.ipynb #3ad22248
 def process_nb(src:Path, # an executed notebook
                dst:Path, # the processed copy
                paths:list|None=None, # from `machine_paths`: clean the notebook for readers (`clean_nb`); None: nbdev's docs processing only
@@ -234,7 +234,7 @@ def process_nb(src:Path, # an executed notebook
     write_nb(nb, dst)
     return dst
 
-# %% ../nbs/91_report.ipynb #7e891eef
+# %% ../nbs/91_report.ipynb #58200885
 def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
                book:Path, # the staging folder to fill
                quarto_yml:Path, # the project's _quarto.yml (and report.css beside it)
@@ -263,7 +263,7 @@ def fence(s:str, # text to show verbatim
     n = max([3, *map(len, re.findall(r'`{3,}', s))]) + 1
     return f"{'`'*n}{lang}\n{s.rstrip()}\n{'`'*n}"
 
-# %% ../nbs/91_report.ipynb #da316ff6
+# %% ../nbs/91_report.ipynb #54092c1a
 from html.parser import HTMLParser
 
 class _Tables(HTMLParser):
@@ -319,7 +319,7 @@ def html_tables(html:str # HTML holding one or more tables (pandas' `_repr_html_
         out.append((header, [r + [''] * (n - len(r)) for r in bg], nidx))
     return out
 
-# %% ../nbs/91_report.ipynb #adb9c6bb
+# %% ../nbs/91_report.ipynb #5627ad4d
 def fmt_num(s:str # a table cell
            )->str:
     "A number rounded to 3 significant digits (integers and text unchanged)."
@@ -353,7 +353,7 @@ def fit_table(header:list, # column names
         parts = [(header[:nidx] + header[j:j + step], [r[:nidx] + r[j:j + step] for r in rows], nidx) for j in range(nidx, len(header), step)]
     return parts, [f'[{k}] {v}' for v, k in notes.items()]
 
-# %% ../nbs/91_report.ipynb #f17e53b5
+# %% ../nbs/91_report.ipynb #125d3be0
 TEXT_WIDTH_PT = 481  # A4 (595 pt) less two 2 cm margins
 
 def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
@@ -380,7 +380,7 @@ def typst_table(header:list, # column names
     t += ''.join(f'#text(size: 7pt)[#{_tstr(x)}] \\\n' for x in notes or []) + ']'
     return fence(t, '{=typst}')
 
-# %% ../nbs/91_report.ipynb #4290213a
+# %% ../nbs/91_report.ipynb #a5d1821d
 def compress_image(b:bytes, # a PNG or JPEG
                    max_px:int=1600 # widest side kept
                   )->tuple:
@@ -429,7 +429,7 @@ def output_md(o:dict, # one output of a cleaned code cell
     t = ''.join(d.get('text/plain', ''))
     return '' if not t.strip() or re.match(r'<(IPython|Figure|matplotlib)', t) else fence(t)
 
-# %% ../nbs/91_report.ipynb #841049bb
+# %% ../nbs/91_report.ipynb #ebb2b44f
 def cell_markdown(c:dict, # a cell of a processed notebook
                   media:Path, # folder for figures
                   code:bool=True # show the code (README) or leave it out (PDF)
@@ -457,7 +457,7 @@ def cell_markdown(c:dict, # a cell of a processed notebook
         cap = ''
     return shown + out
 
-# %% ../nbs/91_report.ipynb #076afe3e
+# %% ../nbs/91_report.ipynb #0e583a20
 def nb_markdown(nb:Path, # a processed notebook
                 media:Path, # folder for its figures
                 code:bool=True # keep the code (README) or leave it out (PDF)
@@ -466,7 +466,7 @@ def nb_markdown(nb:Path, # a processed notebook
     import nbformat
     return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media, code))
 
-# %% ../nbs/91_report.ipynb #3f7e7f55
+# %% ../nbs/91_report.ipynb #b728c705
 REFERENCES = [
     "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
     "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
@@ -518,7 +518,7 @@ def md_table(header:list, # column names
     rule = '|' + ''.join(':' + '-' * (3 * w) + '|' for w in widths or [1] * len(header))
     return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', rule] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
 
-# %% ../nbs/91_report.ipynb #558832f6
+# %% ../nbs/91_report.ipynb #8d676b6d
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None # from `machine_paths`
@@ -542,7 +542,8 @@ def front_page(run:Path, # the run folder
     if rows:
         if smoke: out.append('::: {.callout-warning title="Smoke run"}\nThese numbers come from a smoke run and are **not results**: they only show that the pipeline produces them.\n:::')
         out.append(md_table(['evaluation', 'metric', 'value', '95% CI'], rows, [4, 4, 1, 2]))
-        out.append('Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5); intervals are percentile bootstrap intervals by lesion (chapter 6).')
+        out.append('Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5)' +
+                   ('; intervals are percentile bootstrap intervals by lesion (chapter 6).' if any(r[3] for r in rows) else '.'))
     else: out.append('This run has no model results (no `kfold_metrics.json`, `error_analysis.json` or `locked_test.json` in its results folder).')
     pc = run/'results'/'per_class.csv'
     n_img = data.get('n_images') or data.get('images')
@@ -569,7 +570,7 @@ def front_page(run:Path, # the run folder
             '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(REFERENCES, 1))]
     return scrub('\n\n'.join(out), paths or [])
 
-# %% ../nbs/91_report.ipynb #fda9ceb8
+# %% ../nbs/91_report.ipynb #57ca3045
 def _typst_header(prov):
     t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
          '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
@@ -606,7 +607,7 @@ def report_markdown(book:Path, # the staging folder
     (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(front)) + '\n\n' + toc + '\n\n' + body)
     return d/'report.md'
 
-# %% ../nbs/91_report.ipynb #ef8feb91
+# %% ../nbs/91_report.ipynb #2850ca7f
 def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
                out:Path # the PDF to write
               )->Path:
@@ -621,7 +622,7 @@ def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
     typst.compile(str(typ), output=str(out), root=str(md.parent))
     return out
 
-# %% ../nbs/91_report.ipynb #e9bce80b
+# %% ../nbs/91_report.ipynb #af4f5187
 def pdf_layout_problems(pdf:Path, # a PDF
                         margin:float=56.7 # its right margin in pt (2 cm)
                        )->list:
@@ -637,7 +638,7 @@ def pdf_layout_problems(pdf:Path, # a PDF
         out += [(i, f'{a[4]} / {b[4]}', 'overprints') for a, b in zip(ws, ws[1:]) if abs(a[1] - b[1]) < 1 and b[0] < a[2] - 1.5 and b[4].strip() and a[4].strip()]
     return out
 
-# %% ../nbs/91_report.ipynb #067fc4f1
+# %% ../nbs/91_report.ipynb #0d971c2d
 SEARCH_NOTE = """<script>
 if (location.protocol === 'file:') document.addEventListener('DOMContentLoaded', () => {
   const note = document.createElement('div'); note.className = 'file-search-note';
@@ -723,7 +724,7 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     if render: render_run(run, root)
     return run
 
-# %% ../nbs/91_report.ipynb #5270df4c
+# %% ../nbs/91_report.ipynb #ef8fb02e
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
                root:Path|None=None # the project checkout
               )->tuple:
