@@ -13,11 +13,14 @@ from fastcore.script import call_parse
 from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError)
 
 # %% auto #0
-__all__ = ['RUN_NAME', 'RESERVED', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir',
-           'execute', 'process_nb', 'stage_book', 'fence', 'html_table_md', 'output_md', 'cell_markdown', 'nb_markdown',
-           'report_markdown', 'render_pdf', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
-           'check_resume', 'check_data', 'has_models', 'point_latest', 'run_report', 'render_run', 'parse_sets',
-           'run_folder', 'melanoma_report']
+__all__ = ['RUN_NAME', 'RESERVED', 'DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE', 'SEARCH_NOTE',
+           'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute',
+           'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'unlink', 'smoke_banner', 'data_note', 'clean_nb',
+           'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image',
+           'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows', 'md_table', 'front_page',
+           'callouts_typst', 'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site',
+           'readme_text', 'melanoma_readme', 'read_provenance', 'check_resume', 'check_data', 'has_models',
+           'point_latest', 'run_report', 'render_run', 'parse_sets', 'run_folder', 'melanoma_report']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -120,28 +123,200 @@ def execute(nb:Path, # the source notebook
             if getattr(km, '_log', None): km._log.close()
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/91_report.ipynb #a1e6e683
+# %% ../nbs/91_report.ipynb #ce87bfe1
+_TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
+_ABS = re.compile(rf"(?<![\w.:/~\\-])/(?:{_TOP})(?:/[^\s'\"`<>()\[\]{{}},;|*]*)?")
+
+def machine_paths(run:Path|None=None, # the run folder
+                  root:Path|None=None, # the project checkout
+                  data:list|None=None # data folders used by the run
+                 )->list:
+    "(absolute folder, relative form) pairs, longest first."
+    import sys
+    pairs = []
+    for d in data or []: pairs.append((str(d), Path(d).name))
+    if run: pairs.append((str(run), os.path.relpath(Path(run).resolve(), Path(root).resolve()) if root and Path(run).resolve().is_relative_to(Path(root).resolve()) else 'run'))
+    if root: pairs.append((str(root), '.'))
+    pairs += [(sys.prefix, 'venv'), (str(Path.home()), '~')]
+    out = {}
+    for p, r in pairs:
+        for q in {str(p), str(Path(p).resolve())}:
+            if len(q) > 1: out.setdefault(q.rstrip('/'), r)
+    return sorted(out.items(), key=lambda x: -len(x[0]))
+
+def scrub(s:str, # text that may hold absolute paths
+          paths:list # from `machine_paths`
+         )->str:
+    "`s` with every machine path made relative (or cut to its file name)."
+    for p, r in paths:
+        s = re.sub(re.escape(p) + r'(?:(/)|(?![\w.-]))', lambda m: ('' if r == '.' else r + '/') if m[1] else r, s)
+    return _ABS.sub(lambda m: Path(m[0]).name or '.', s)
+
+# %% ../nbs/91_report.ipynb #28e2d2b0
+def is_test_cell(src:str, # a code cell's source
+                 shows:bool=False # whether the cell shows the reader anything
+                )->bool:
+    "Whether the cell is a test: only checks, or checks and shows nothing."
+    import ast
+    try: tree = ast.parse('\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('%', '!'))))
+    except SyntaxError: return False
+    def check(n): return isinstance(n, ast.Assert) or (isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+                          and (getattr(n.value.func, 'id', '') or getattr(n.value.func, 'attr', '')).startswith('test_'))
+    def only(n): return check(n) or isinstance(n, (ast.Import, ast.ImportFrom)) or (isinstance(n, (ast.For, ast.With)) and all(map(only, n.body)))
+    has = any(check(n) for n in ast.walk(tree) if isinstance(n, ast.stmt))
+    return has and (all(map(only, tree.body)) or not shows)
+
+_LOG_LINE = re.compile(r'Better model found at epoch|^\s*\d+%\|.*\|')
+_PATH_REPR = re.compile(r"^[\s\[\](),]*((Posix|Windows)?Path\('[^']*'\)[\s\[\](),]*)+$")
+
+def is_log(o:dict # one output of a code cell
+          )->bool:
+    "Whether the output is for developers: warnings, progress, training logs, bare reprs."
+    if o['output_type'] == 'stream': return o['name'] == 'stderr' or not ''.join(l for l in o['text'].splitlines(True) if not _LOG_LINE.search(l)).strip()
+    if o['output_type'] == 'error': return False
+    d = o.get('data', {}); h = ''.join(d.get('text/html', '')); t = ''.join(d.get('text/plain', ''))
+    if '<progress' in h or re.search(r'<th>epoch</th>.*<th>(train_loss|valid_loss)</th>', h, re.S): return True
+    if h and not re.search(r'<(table|img|svg)', h) and not re.sub(r'<style.*?</style>|<[^>]+>', '', h, flags=re.S).strip(): return True  # empty displays (fastai's progress styles)
+    if set(d) <= {'text/plain'}: return bool(_PATH_REPR.match(t) or re.match(r'<(IPython\.core\.display\.\w+|Figure size|matplotlib\.|fastai\.)', t))
+    return False
+
+# %% ../nbs/91_report.ipynb #5d074240
+DATA_CHAPTERS = r'^0[01]_'  # chapters whose numbers are dataset facts from all images, not model results
+DOCS_URL = r'https?://melanoma-nbdev\.github\.io/[^\s)"\'>]*'
+
+def unlink(s:str # Markdown or HTML
+          )->str:
+    "`s` with links to the external API docs made plain text."
+    s = re.sub(rf'\[([^\]]*)\]\({DOCS_URL}\)', r'\1', s)
+    return re.sub(rf'<a [^>]*href=["\']{DOCS_URL}["\'][^>]*>(.*?)</a>', r'\1', s, flags=re.S)
+
+def smoke_banner(prov:dict # the run's provenance
+                )->str:
+    "The coloured callout on every chapter whose numbers come from a smoke run's models."
+    p = prov.get('parameters', {})
+    return ('::: {.callout-warning title="Smoke run: the model numbers on this page are not results"}\n'
+            f"This page comes from a **smoke run** (profile `{prov.get('profile')}`: {p.get('n_images') or 'all'} images at {p.get('img_size')} px, "
+            f"{p.get('epochs')} epoch(s), {p.get('folds')} folds), which only checks that the code runs end to end. "
+            "Its model numbers are noise and must not be quoted; facts about the dataset itself are not affected.\n:::")
+
+def data_note(prov:dict # the run's provenance
+             )->str:
+    "The quieter note on a smoke run's data chapters: their dataset facts are not noise."
+    return ('::: {.callout-note title="Smoke run: dataset facts hold"}\n'
+            "No model is trained in this chapter. Its facts about the dataset do not depend on the run profile, except where a section says it "
+            f"describes this run (the `{prov.get('profile')}` profile's sample of {prov.get('parameters', {}).get('n_images') or 'all'} images).\n:::")
+
+def _front(c):
+    import yaml
+    m = re.match(r'^---\n(.*?)\n---', c.source, re.S) if c.cell_type == 'raw' else None
+    return (yaml.safe_load(m[1]) or {}) if m else None
+
+def _directive(src, key, value):
+    lines = [l for l in src.splitlines() if not re.match(rf'#\|\s*{key}:', l)]
+    return '\n'.join([f'#| {key}: {json.dumps(value)}', *lines])
+
+def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
+             name:str, # its file name, `NN_name.ipynb`
+             paths:list, # from `machine_paths`
+             prov:dict|None=None # the run's provenance (smoke banner)
+            ):
+    "Make `nb` reader-first in place: see above."
+    import yaml, nbformat
+    from melanoma_nbdev.profiles import SMOKE_BANNER
+    nn = re.match(r'(\d\d)\w*_', name); num = str(int(nn[1])) if nn else None
+    cells, fig, tab, head = [], 0, 0, ''
+    for c in nb.cells:
+        if c.cell_type == 'code':
+            tags = c.get('metadata', {}).get('tags', [])
+            if {'parameters', 'injected-parameters'} & set(tags) or re.search(r'^\s*show_doc\(', c.source, re.M): continue
+            hidden = re.search(r'^#\|\s*output:\s*false', c.source, re.M)  # outputs not shown: not numbered either
+            c.outputs = [] if hidden else [o for o in c.get('outputs', []) if not is_log(o)]
+            for o in c.outputs:
+                if o.output_type == 'stream': o.text = ''.join(l for l in o.text.splitlines(True) if not _LOG_LINE.search(l))
+                for k in ('text/markdown', 'text/plain', 'text/html'):
+                    if k in o.get('data', {}): o.data[k] = ''.join(o.data[k]).replace(f'> {SMOKE_BANNER}\n\n', '')
+            if is_test_cell(c.source, shows=bool(c.outputs)): continue
+            if not c.source.strip() and not c.outputs: continue
+        fm = _front(c)
+        if fm is not None:
+            fm.pop('output-file', None)
+            if num and fm.get('title'): fm['title'] = f"{num} {fm['title']}"
+            head = fm.get('title', '')
+            c.source = '---\n' + yaml.safe_dump(fm, allow_unicode=True, sort_keys=False) + '---\n'
+        c.source = scrub(c.source, paths)
+        if c.cell_type == 'markdown':
+            c.source = unlink(c.source)
+            if (h := re.findall(r'^#+\s+(.+)$', c.source, re.M)): head = h[-1].strip()
+        if c.cell_type == 'code':
+            for o in c.outputs:
+                if o.output_type == 'stream': o.text = scrub(o.text, paths)
+                if o.output_type == 'error': o.traceback = [scrub(t, paths) for t in o.traceback]; o.evalue = scrub(o.evalue, paths)
+                for k in ('text/markdown', 'text/plain', 'text/html'):
+                    if k in o.get('data', {}): o.data[k] = unlink(scrub(o.data[k], paths))
+            caps, outs = [], []
+            for o in c.outputs:
+                d = o.get('data', {})
+                if 'image/png' in d or 'image/jpeg' in d: fig += 1; caps.append(f"Figure {num or 0}.{fig}: {head}")
+                if '<table' in d.get('text/html', ''):
+                    tab += 1
+                    outs.append(nbformat.from_dict(dict(output_type='display_data', metadata={'report': 'caption'},
+                                data={'text/markdown': f"**Table {num or 0}.{tab}:** {head}", 'text/plain': ''})))
+                outs.append(o)
+            c.outputs = outs
+            own = re.search(r'^#\|\s*fig-cap:\s*(.+)$', c.source, re.M)
+            if own:
+                mine = yaml.safe_load(own[1]); mine = mine if isinstance(mine, list) else [mine]
+                caps = [f"{cap.split(':')[0]}: {m}" for cap, m in zip(caps, mine + [head]*len(caps))]
+            if caps: c.source = _directive(c.source, 'fig-cap', caps if len(caps) > 1 else caps[0])
+            if c.source.strip() and not re.search(r'^#\|\s*code-fold:', c.source, re.M): c.source = '#| code-fold: true\n' + c.source
+        cells.append(c)
+        if fm is not None and prov and prov.get('smoke') and nn and nn[1] < '90':
+            data = re.match(DATA_CHAPTERS, name) or fm.get('smoke') == 'data'
+            cells.append(nbformat.from_dict(dict(cell_type='markdown', source=(data_note if data else smoke_banner)(prov), metadata={'report': 'banner'}, id=f'smoke{num}')))
+    nb.cells = cells
+    return nb
+
+# %% ../nbs/91_report.ipynb #0ac26df7
 def process_nb(src:Path, # an executed notebook
-               dst:Path # the processed copy
+               dst:Path, # the processed copy
+               paths:list|None=None, # from `machine_paths`: clean the notebook for readers (`clean_nb`); None: nbdev's docs processing only
+               prov:dict|None=None # the run's provenance (smoke banner)
               )->Path:
-    "Write `src` through nbdev's docs processing to `dst`."
+    "Write `src` through nbdev's docs processing (and `clean_nb`) to `dst`."
     from fastcore.nbio import read_nb, write_nb
     from nbdev.processors import FilterDefaults
     nb = read_nb(src)
-    FilterDefaults()(nb)
+    if paths is None: FilterDefaults()(nb)
+    else:
+        from nbdev.process import NBProcessor
+        from nbdev.frontmatter import FrontmatterProc
+        from nbdev import processors as P
+        # nbdev's docs processors without the API docs (show_doc, links to the docs site) and the autogenerated-file warning
+        procs = [FrontmatterProc, P.populate_language, P.strip_ansi, P.hide_line, P.filter_stream_, P.rm_header_dash, P.rm_export, P.clean_magics, P.hide_, P.strip_hidden_metadata]
+        NBProcessor(nb=nb, procs=procs, rm_directives='quarto').process()
+        clean_nb(nb, Path(src).name, paths, prov)
     write_nb(nb, dst)
     return dst
 
-# %% ../nbs/91_report.ipynb #47c463a2
+# %% ../nbs/91_report.ipynb #9edbdf25
 def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
                book:Path, # the staging folder to fill
-               quarto_yml:Path # the project's _quarto.yml
+               quarto_yml:Path, # the project's _quarto.yml (and report.css beside it)
+               paths:list|None=None, # from `machine_paths`; None: no cleaning
+               prov:dict|None=None, # the run's provenance
+               front:str='' # Markdown of the front page, put after index.ipynb's title
               )->Path:
-    "The staging folder, made anew: processed notebooks and `_quarto.yml`."
+    "The staging folder, made anew: processed notebooks, `_quarto.yml` and `report.css`."
+    import nbformat
     if book.exists(): shutil.rmtree(book)
     book.mkdir(parents=True)
     shutil.copy(quarto_yml, book/'_quarto.yml')
-    for nb in notebooks: process_nb(Path(nb), book/Path(nb).name)
+    if (css := Path(quarto_yml).parent/'report.css').exists(): shutil.copy(css, book/'report.css')
+    for nb in notebooks: process_nb(Path(nb), book/Path(nb).name, paths, prov)
+    if front and (book/'index.ipynb').exists():
+        ix = nbformat.read(book/'index.ipynb', as_version=4)
+        ix.cells.insert(1 if ix.cells and ix.cells[0].cell_type == 'raw' else 0, nbformat.v4.new_markdown_cell(front, metadata={'report': 'front'}))
+        nbformat.write(ix, book/'index.ipynb')
     return book
 
 # %% ../nbs/91_report.ipynb #77cf0ccc
@@ -152,93 +327,402 @@ def fence(s:str, # text to show verbatim
     n = max([3, *map(len, re.findall(r'`{3,}', s))]) + 1
     return f"{'`'*n}{lang}\n{s.rstrip()}\n{'`'*n}"
 
-# %% ../nbs/91_report.ipynb #4cc486c9
-def html_table_md(html:str # a table as HTML (pandas' `_repr_html_`)
-                 )->str:
-    "The table as pandoc Markdown, without pandas' inline styles."
-    import pypandoc
-    html = re.sub(r'<style.*?</style>', '', html, flags=re.S)
-    return pypandoc.convert_text(html, 'markdown-raw_html-native_divs-native_spans-fenced_divs-bracketed_spans', format='html')
+# %% ../nbs/91_report.ipynb #fd6ae5bc
+from html.parser import HTMLParser
 
-# %% ../nbs/91_report.ipynb #8be0b874
-def output_md(o:dict, # one output of a code cell
-              media:Path # folder for figures
+class _Tables(HTMLParser):
+    def __init__(self): super().__init__(); self.tables, self.t, self.cell = [], None, None
+    def handle_starttag(self, tag, a):
+        a = dict(a)
+        if tag == 'table': self.t = dict(head=[], body=[], sec='body'); self.tables.append(self.t)
+        elif self.t is None: return
+        elif tag in ('thead', 'tbody'): self.t['sec'] = tag[1:]
+        elif tag == 'tr': self.t[self.t['sec']].append([])
+        elif tag in ('td', 'th'): self.cell = dict(text='', th=tag == 'th', span=int(a.get('colspan') or 1), rows=int(a.get('rowspan') or 1))
+        elif tag == 'br' and self.cell: self.cell['text'] += ' '
+    def handle_endtag(self, tag):
+        if tag in ('td', 'th') and self.cell is not None and self.t is not None:
+            rows = self.t[self.t['sec']]
+            if not rows: rows.append([])
+            rows[-1].append(self.cell); self.cell = None
+        elif tag == 'table': self.t = None
+    def handle_data(self, d):
+        if self.cell is not None: self.cell['text'] += d
+
+def _grid(rows, fill):
+    "Rows of cells with col/row spans as rows of strings; a spanned cell repeats its text (`fill`) or leaves ''."
+    out, pending = [], {}
+    for r in rows:
+        line, cells = [], list(r)
+        while cells or any(k >= len(line) for k in pending):
+            j = len(line)
+            if j in pending:
+                txt, left = pending[j]; line.append(txt if fill else '')
+                if left > 1: pending[j] = (txt, left - 1)
+                else: del pending[j]
+                continue
+            if not cells: break
+            c = cells.pop(0); txt = ' '.join(c['text'].split())
+            for k in range(c['span']):
+                line.append(txt if (fill or k == 0) else '')
+                if c['rows'] > 1: pending[j + k] = (txt, c['rows'] - 1)
+        out.append(line)
+    return out
+
+def html_tables(html:str # HTML holding one or more tables (pandas' `_repr_html_`)
+               )->list:
+    "Each table as (header, rows, n_index): header a list of column names, rows lists of strings."
+    p = _Tables(); p.feed(re.sub(r'<style.*?</style>', '', html, flags=re.S)); out = []
+    for t in p.tables:
+        head, body = t['head'], t['body']
+        if not head and body and all(c['th'] for c in body[0]): head, body = body[:1], body[1:]
+        nidx = max([sum(1 for c in r[:len(r)] if c['th']) for r in body[:1]] or [0])
+        hg, bg = _grid(head, True), _grid(body, False)
+        n = max(map(len, hg + bg), default=0)
+        header = [' / '.join(dict.fromkeys(x for x in (row[j] if j < len(row) else '' for row in hg) if x)) for j in range(n)]
+        out.append((header, [r + [''] * (n - len(r)) for r in bg], nidx))
+    return out
+
+# %% ../nbs/91_report.ipynb #249cc90f
+def fmt_num(s:str # a table cell
+           )->str:
+    "A number rounded to 3 significant digits (integers and text unchanged)."
+    try: x = float(s.replace(',', ''))
+    except ValueError: return s
+    if not re.search(r'[.eE]', s) or x != x: return s
+    if x == 0: return '0'
+    if abs(x) >= 1000: return f'{x:,.0f}'
+    return f'{x:.3g}'
+
+def fit_table(header:list, # column names
+              rows:list, # rows of cell strings
+              nidx:int=1, # leading index columns
+              max_cols:int=8, # most columns on the page
+              long:int=40 # longer text cells become a lettered footnote
+             )->tuple:
+    "Parts [(header, rows, nidx)] that fit the page, and the footnotes."
+    notes = {}
+    def short(s):
+        s = fmt_num(s)
+        if len(s) <= long: return s
+        return f"[{notes.setdefault(s, 'abcdefghijklmnopqrstuvwxyz'[len(notes) % 26])}]"
+    rows = [r[:nidx] + [short(c) for c in r[nidx:]] for r in rows]
+    header = [h if len(h) <= long else h[:long - 1] + '…' for h in header]
+    if len(header) <= max_cols: parts = [(header, rows, nidx)]
+    elif len(rows) + 1 <= max_cols:  # transpose: one column per row
+        names = [' / '.join(x for x in r[:nidx] if x) for r in rows]
+        parts = [([' / '.join(x for x in header[:nidx] if x)] + names, [[header[j]] + [r[j] for r in rows] for j in range(nidx, len(header))], 1)]
+    else:
+        step = max(1, max_cols - nidx)
+        parts = [(header[:nidx] + header[j:j + step], [r[:nidx] + r[j:j + step] for r in rows], nidx) for j in range(nidx, len(header), step)]
+    return parts, [f'[{k}] {v}' for v, k in notes.items()]
+
+# %% ../nbs/91_report.ipynb #28c258ab
+TEXT_WIDTH_PT = 481  # A4 (595 pt) less two 2 cm margins
+
+def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+def typst_table(header:list, # column names
+                rows:list, # rows of cell strings
+                nidx:int=1, # leading index columns
+                notes:list|None=None # footnotes under the table
+               )->str:
+    "A raw Typst block: the table in small type, numbers right-aligned, wrapping columns when it would be too wide."
+    n = len(header)
+    isnum = [j >= nidx and all(re.fullmatch(r'[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?|nan|', r[j].strip(), re.I) for r in rows) for j in range(n)]
+    size = 9 if n <= 5 else 8 if n <= 7 else 7
+    lens = [max([len(header[j])] + [len(r[j]) for r in rows]) for j in range(n)]
+    fits = sum(l * size * 0.55 + 6 for l in lens) <= TEXT_WIDTH_PT
+    wrap = [not fits and (l > 14 or max(lens) <= 14) for l in lens]  # too wide: short columns keep their width, long ones wrap
+    cols = ', '.join(f'{min(l, 40)}fr' if w else 'auto' for l, w in zip(lens, wrap))
+    brk = lambda s: s if fits else re.sub(r'([_/.\-])', '\\1\u200b', s)  # break points in long names
+    cell = lambda s, b=False: f'[#{"strong" if b else "text"}({_tstr(brk(s))})]'
+    body = ',\n  '.join(', '.join(map(cell, r)) for r in rows)
+    align = ', '.join('right' if x else 'left' for x in isnum)
+    t = (f'#block(width: 100%, breakable: true)[#set text(size: {size}pt)\n#set par(justify: false)\n#table(columns: ({cols},), align: ({align},), stroke: none, inset: (x: 3pt, y: 2pt),\n'
+         f'  table.hline(stroke: 0.7pt), table.header({", ".join(cell(h, True) for h in header)}), table.hline(stroke: 0.4pt),\n  {body},\n  table.hline(stroke: 0.7pt))\n')
+    t += ''.join(f'#text(size: 7pt)[#{_tstr(x)}] \\\n' for x in notes or []) + ']'
+    return fence(t, '{=typst}')
+
+# %% ../nbs/91_report.ipynb #c0f7cee9
+def compress_image(b:bytes, # a PNG or JPEG
+                   max_px:int=1600 # widest side kept
+                  )->tuple:
+    "(bytes, extension, width, height in px): the image made small for the PDF."
+    import io
+    from PIL import Image
+    im = Image.open(io.BytesIO(b))
+    if im.mode in ('RGBA', 'LA', 'P'):
+        im = im.convert('RGBA'); bg = Image.new('RGB', im.size, 'white'); bg.paste(im, mask=im.split()[-1]); im = bg
+    im = im.convert('RGB')
+    if max(im.size) > max_px: im.thumbnail((max_px, max_px), Image.LANCZOS)
+    png, jpg = io.BytesIO(), io.BytesIO()
+    im.quantize(256, method=Image.Quantize.MEDIANCUT).save(png, 'PNG', optimize=True)
+    im.save(jpg, 'JPEG', quality=82, optimize=True)
+    best = min((png.getvalue(), 'png'), (jpg.getvalue(), 'jpg'), key=lambda x: len(x[0]))
+    return best[0], best[1], *im.size
+
+def typo(s:str # Markdown prose
+        )->str:
+    "`s` with apostrophes as ’ (not primes or opening quotes), code spans untouched."
+    parts = re.split(r'(`+[^`]*`+|```.*?```)', s, flags=re.S)
+    return ''.join(p if i % 2 else re.sub(r"(?<=[\w.)])'(?=[A-Za-z])", '’', p) for i, p in enumerate(parts))
+
+def output_md(o:dict, # one output of a cleaned code cell
+              media:Path, # folder for figures
+              cap:str='' # the figure's or table's numbered caption
              )->str:
-    "One cell output as Markdown ('' for what the PDF leaves out)."
+    "One cell output as Markdown for the PDF ('' for what it leaves out)."
     if o['output_type'] == 'stream': return '' if o['name'] == 'stderr' else fence(o['text'])
     if o['output_type'] == 'error': return fence(re.sub(r'\x1b\[[0-9;]*m', '', '\n'.join(o['traceback'])))
     d = o.get('data', {})
-    for mime, ext in (('image/png', 'png'), ('image/jpeg', 'jpg')):
+    for mime in ('image/png', 'image/jpeg'):
         if mime in d:
-            b = base64.b64decode(d[mime]); f = media/f'{hashlib.sha1(b).hexdigest()[:16]}.{ext}'
+            b, ext, w, h = compress_image(base64.b64decode(d[mime])); f = media/f'{hashlib.sha1(b).hexdigest()[:16]}.{ext}'
             media.mkdir(parents=True, exist_ok=True); f.write_bytes(b)
-            return f'![]({media.name}/{f.name})'
-    if 'text/markdown' in d: return d['text/markdown']
-    if '<table' in d.get('text/html', ''): return html_table_md(d['text/html'])
-    t = d.get('text/plain', '')
-    return '' if t.startswith('<IPython.core.display') or t.startswith('<Figure') else fence(t)
+            cm = min(17, w / 150 * 2.54, 12 * w / h)  # 150 dpi, at most the text width and 12 cm high
+            return f'![{cap}]({media.name}/{f.name}){{width={round(cm / 17 * 100)}%}}'
+    md = ''.join(d.get('text/markdown', ''))
+    if md: return '' if md.lstrip().startswith('| run |') else typo(md)
+    if '<table' in d.get('text/html', ''):
+        out = [cap] if cap else []
+        for h, r, n in html_tables(''.join(d['text/html'])):
+            parts, notes = fit_table(h, r, n)
+            out += [typst_table(*p, notes=notes if i == len(parts) - 1 else None) for i, p in enumerate(parts)]
+        return '\n\n'.join(out)
+    t = ''.join(d.get('text/plain', ''))
+    return '' if not t.strip() or re.match(r'<(IPython|Figure|matplotlib)', t) else fence(t)
 
-# %% ../nbs/91_report.ipynb #5df7d7cd
+# %% ../nbs/91_report.ipynb #6ba66556
 def cell_markdown(c:dict, # a cell of a processed notebook
-                  media:Path # folder for figures
+                  media:Path, # folder for figures
+                  code:bool=True # show the code (README) or leave it out (PDF)
                  )->list:
     "The Markdown parts of one cell."
     import yaml
     src = c['source']
-    if c['cell_type'] == 'markdown': return [src]
+    if c.get('metadata', {}).get('report') == 'banner': return []
+    if c['cell_type'] == 'markdown': return [src if code else typo(src)]
     if c['cell_type'] == 'raw':
         m = re.match(r'^---\n(.*?)\n---', src, re.S)
         fm = yaml.safe_load(m[1]) if m else {}
         return [f"# {fm['title']}" + (f"\n\n> {fm['description']}" if fm.get('description') else '')] if fm.get('title') else []
     if c['cell_type'] != 'code': return []
-    code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
-    shown = [fence(code, 'python')] if code and not re.search(r'^#\|\s*echo:\s*false', src, re.M) else []
+    body = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
+    shown = [fence(body, 'python')] if code and body and not re.search(r'^#\|\s*echo:\s*false', src, re.M) else []
     if re.search(r'^#\|\s*output:\s*false', src, re.M): return shown
-    return shown + [s for o in c.get('outputs', []) if (s := output_md(o, media))]
+    m = re.search(r'^#\|\s*fig-cap:\s*(.+)$', src, re.M)
+    figcaps = (lambda v: v if isinstance(v, list) else [v])(yaml.safe_load(m[1])) if m else []
+    out, cap = [], ''
+    for o in c.get('outputs', []):
+        if o.get('metadata', {}).get('report') == 'caption': cap = ''.join(o['data']['text/markdown']); continue
+        if any(k in o.get('data', {}) for k in ('image/png', 'image/jpeg')): cap = figcaps.pop(0) if figcaps else ''
+        if (s := output_md(o, media, cap)): out.append(s)
+        cap = ''
+    return shown + out
 
-# %% ../nbs/91_report.ipynb #4f99a7a9
+# %% ../nbs/91_report.ipynb #702b3665
 def nb_markdown(nb:Path, # a processed notebook
-                media:Path # folder for its figures
+                media:Path, # folder for its figures
+                code:bool=True # keep the code (README) or leave it out (PDF)
                )->str:
     "The notebook as one Markdown text."
     import nbformat
-    return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media))
+    return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media, code))
 
-# %% ../nbs/91_report.ipynb #005ea6a7
-def _meta(title, prov):
-    smoke = ' — SMOKE RUN: not results' if prov.get('smoke') else ''
-    return (f"---\ntitle: \"{title}{smoke}\"\nsubtitle: \"Profile {prov.get('profile')}, commit {prov.get('git_commit')}, "
-            f"{prov.get('date_utc', '')[:10]}\"\nauthor: melanoma_nbdev\n---\n\n")
+# %% ../nbs/91_report.ipynb #6c75babc
+REFERENCES = [
+    "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
+    "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
+    "Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. *Scientific Data* 5, 180161. doi:10.1038/sdata.2018.161.",
+    "Winkler J. K., Fink C., Toberer F., et al. (2019). Association between surgical skin markings in dermoscopic images and diagnostic performance of a deep learning convolutional neural network for melanoma recognition. *JAMA Dermatology* 155(10), 1135-1141.",
+    "Zhou B., Khosla A., Lapedriza A., Oliva A., Torralba A. (2016). Learning deep features for discriminative localization. *Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)*, 2921-2929."]
+
+HEADLINE = ('balanced_accuracy', 'accuracy', 'macro_auc', 'mel_auc', 'mel_sens_at_80_spec', 'mel_sens_at_90_spec')  # k-fold metrics on the front page
+
+def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def _ci_row(source, r):
+    "(source, metric, value, ci) from a record with a metric name, an estimate and maybe an interval."
+    keys = [k for k, v in r.items() if _num(v)]
+    lo = next((k for k in keys if re.search(r'lo|low|lower|2\.5', k, re.I)), None)
+    hi = next((k for k in keys if re.search(r'hi|high|upper|97\.5', k, re.I)), None)
+    est = next((k for k in keys if k not in (lo, hi) and not re.search(r'^n$|^n_|boot|std', k)), None)
+    name = next((str(v) for k, v in r.items() if not _num(v) and v is not None), '?')
+    if est is None: return None
+    return (source, name, fmt_num(f'{float(r[est]):.6f}'), f'{fmt_num(f"{float(r[lo]):.6f}")} to {fmt_num(f"{float(r[hi]):.6f}")}' if lo and hi else '')
+
+def headline_rows(results:Path # a run's results folder
+                 )->list:
+    "Rows (evaluation, metric, value, 95% CI) from the result files that exist."
+    rows, R = [], Path(results)
+    def load(n):
+        try: return json.loads((R/n).read_text())
+        except (OSError, ValueError): return None
+    if (lt := load('locked_test.json')):
+        recs = lt.get('headline') or lt.get('metrics')
+        if isinstance(recs, dict): recs = [{'metric': k, **(v if isinstance(v, dict) else {'value': v})} for k, v in recs.items()]
+        if not recs: recs = [{'metric': k, 'value': v} for k, v in lt.items() if _num(v)]
+        rows += [x for r in recs if isinstance(r, dict) and (x := _ci_row('locked test set (ISIC 2018)', r))]
+    if (ea := load('error_analysis.json')):
+        rows += [x for r in ea.get('headline', []) if (x := _ci_row(f"out-of-fold, main model (bootstrap by {ea.get('bootstrap', {}).get('unit', 'lesion')})", r))]
+    if (km := load('kfold_metrics.json')) and not ea:
+        recs = sorted([r for r in km.get('metrics', []) if km.get('main') in r.values()], key=lambda r: bool(r.get('tta')))[:1]  # without TTA first
+        for r in recs:
+            keys = [k for k in HEADLINE if k in r] or [k for k, v in r.items() if _num(v) and k != 'n']
+            rows += [('out-of-fold, main model', k, fmt_num(f'{float(r[k]):.6f}'), '') for k in keys]
+    return rows
+
+def md_table(header:list, # column names
+             rows:list, # rows of cells
+             widths:list|None=None # relative column widths (pandoc reads them from the dashes)
+            )->str:
+    "A pipe table, left-aligned."
+    esc = lambda s: str(s).replace('|', '\\|').replace('\n', ' ')
+    rule = '|' + ''.join(':' + '-' * (3 * w) + '|' for w in widths or [1] * len(header))
+    return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', rule] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
+
+# %% ../nbs/91_report.ipynb #f7afd3ec
+def front_page(run:Path, # the run folder
+               prov:dict, # its provenance
+               paths:list|None=None # from `machine_paths`
+              )->str:
+    "The front page's Markdown: sections at level 2."
+    smoke, hw, p = prov.get('smoke'), prov.get('hardware', {}), prov.get('parameters', {})
+    data = json.loads((run/'results'/'data.json').read_text()) if (run/'results'/'data.json').exists() else {}
+    status = ('**smoke run**: a tiny CPU check that the code runs end to end. Its model numbers are noise, not results, and must not be quoted.'
+              if smoke else f"**{prov.get('profile')} run**: the report's results.")
+    out = (['::: {.callout-warning title="Smoke run: the model numbers of this report are not results"}\n' + status + '\n:::'] if smoke else []) + ['## About this report',
+           'A reproducible report on classifying dermoscopic images of skin lesions (HAM10000, seven diagnostic classes, and the clinical question: melanoma or not). '
+           'Each chapter is a notebook executed top to bottom for this run; every number below and in the chapters comes from the run described here, '
+           'and this page itself is generated from its result files. The code of each chapter is on the website (folded under each result).',
+           '## This run',
+           md_table(['', ''], [('status', status), ('profile', f"`{prov.get('profile')}`: " + ', '.join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())),
+                               ('git commit', f"`{prov.get('git_commit')}`"), ('date (UTC)', prov.get('date_utc', '')),
+                               ('hardware', f"{hw.get('cpu')}, {hw.get('cpu_cores')} cores, {hw.get('memory_gib')} GiB memory, GPU: {hw.get('gpu')}"),
+                               ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds', 0):.0f} s)" for n in prov.get('notebooks', [])))], [1, 5]),
+           '## Headline results']
+    rows = headline_rows(run/'results')
+    if rows:
+        if smoke: out.append('::: {.callout-warning title="Smoke run"}\nThese numbers come from a smoke run and are **not results**: they only show that the pipeline produces them.\n:::')
+        out.append(md_table(['evaluation', 'metric', 'value', '95% CI'], rows, [4, 4, 1, 2]))
+        out.append('Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5)' +
+                   ('; intervals are percentile bootstrap intervals by lesion (chapter 6).' if any(r[3] for r in rows) else '.'))
+    else: out.append('This run has no model results (no `kfold_metrics.json`, `error_analysis.json` or `locked_test.json` in its results folder).')
+    pc = run/'results'/'per_class.csv'
+    n_img = data.get('n_images') or data.get('images')
+    out += ['## Model card',
+            '**Model.** ' + (f"The main configuration of the k-fold chapter (`{json.loads((run/'results'/'kfold_metrics.json').read_text()).get('main')}`), one model per fold, "
+                             if (run/'results'/'kfold_metrics.json').exists() else 'The k-fold models of chapter 5, ') +
+            f"trained on {p.get('n_images') or 'all'} HAM10000 images at {p.get('img_size')} px for {p.get('epochs')} epoch(s); predictions average the fold models.",
+            '**Intended use.** Research and teaching: studying how a skin-lesion classifier is trained, validated by lesion, calibrated and explained, and reproducing this report.',
+            '**Not intended use.** Diagnosis, triage or any clinical decision; use on images unlike HAM10000 (clinical photographs, other dermatoscopes, other populations) without new validation; '
+            'any use by or on patients.',
+            '**Data and its limits.** HAM10000 (Tschandl et al. 2018): 10,015 dermoscopic images of 7,470 lesions in seven classes from two sites (Vienna, Queensland), '
+            'mostly fair-skinned patients; the classes are very unbalanced (about two thirds are naevi); diagnoses are partly by histopathology and partly by follow-up or expert consensus. '
+            'Artefacts such as rulers, hair and surgical skin markings can drive predictions (Winkler et al. 2019). Results on it need not transfer to other populations or devices.']
+    if pc.exists():
+        import pandas as pd
+        t = pd.read_csv(pc); t = t[[c for c in t.columns if not str(c).startswith('Unnamed')]][:12]
+        out += ['**Subgroup performance** (per class, out-of-fold' + (', smoke run: not results' if smoke else '') + '):',
+                md_table(list(map(str, t.columns)), [[fmt_num(str(v)) for v in r] for r in t.astype(str).values.tolist()])]
+    out += ['**Licence.** The code is Apache-2.0. HAM10000 is licensed CC BY-NC 4.0 (attribution, non-commercial), and so are the models trained on it and their predictions: no commercial use.',
+            '## Disclaimer', '**Research software, not a diagnostic device.** Nothing in this report is medical advice; its models must not be used to decide about any patient.',
+            '## How to cite',
+            'Cite the data as: Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. '
+            '*Scientific Data* 5, 180161. Cite this report as: melanoma_nbdev, ' + f"commit `{prov.get('git_commit')}`, run of {prov.get('date_utc', '')[:10]} (profile `{prov.get('profile')}`).",
+            '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(REFERENCES, 1))]
+    return scrub('\n\n'.join(out), paths or [])
+
+# %% ../nbs/91_report.ipynb #3bd4c233
+def _typst_header(prov):
+    t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
+         '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
+    if prov.get('smoke'):
+        t.append('#set page(header: align(center, block(fill: rgb("#fff3cd"), stroke: 0.6pt + rgb("#d39e00"), inset: (x: 8pt, y: 3pt), radius: 2pt, '
+                 'text(size: 8pt, fill: rgb("#6b4500"))[*SMOKE RUN:* model numbers in this report are noise, not results (tiny CPU check). Dataset facts are unaffected.])))')
+    return '\n'.join(t)
+
+def callouts_typst(md:str # Markdown with Quarto callouts (`::: {.callout-warning title="..."}`)
+                  )->str:
+    "`md` with each callout as a coloured Typst box around its Markdown body, as on the website."
+    col = dict(warning=('#fff3cd', '#d39e00'), note=('#e7f1ff', '#4a7bd0'), important=('#fde2e1', '#c0392b'), tip=('#e6f4ea', '#2e7d32'), caution=('#fff3cd', '#d39e00'))
+    def box(m):
+        fill, line = col.get(m[1], col['note'])
+        title = f'#strong[#{json.dumps(m[2])}] \\\n' if m[2] else ''
+        return (fence(f'#block(fill: rgb("{fill}"), stroke: (left: 2.5pt + rgb("{line}")), inset: 8pt, radius: 2pt, width: 100%)[{title}', '{=typst}')
+                + f'\n\n{m[3]}\n\n' + fence(']', '{=typst}'))
+    return re.sub(r'^::: \{\.callout-(\w+)(?: title="([^"]*)")?\}\n(.*?)\n:::$', box, md, flags=re.S | re.M)
 
 def report_markdown(book:Path, # the staging folder
                     notebooks:list, # names of the notebooks, in order
                     prov:dict, # the run's provenance
+                    front:str='', # the front page's Markdown (`front_page`)
                     title:str='Skin-lesion and melanoma classification on HAM10000' # the report's title
                    )->Path:
-    "Write `_pdf/report.md` in `book`: a provenance section, then each notebook."
+    "Write `_pdf/report.md` in `book`: title, front page, contents, then each notebook without its code."
+    import yaml
     d = book/'_pdf'; d.mkdir(parents=True, exist_ok=True)  # Quarto skips folders starting with '_'
-    intro = '# This run\n\n' + provenance_md(prov)
-    body = '\n\n'.join(nb_markdown(book/n, d/'media') for n in notebooks)
-    (d/'report.md').write_text(_meta(title, prov) + intro + '\n\n' + body)
+    sub = ('SMOKE RUN: model numbers are not results. ' if prov.get('smoke') else '') + f"Profile {prov.get('profile')}, commit {prov.get('git_commit')}, {prov.get('date_utc', '')[:10]}"
+    meta = dict(title=title, subtitle=sub, author='melanoma_nbdev', papersize='a4', fontsize='10pt', margin=dict(x='2cm', y='2.2cm'), **{'page-numbering': '1'})
+    head = 'header-includes: |\n' + ''.join(f'  {l}\n' for l in fence(_typst_header(prov), '{=typst}').splitlines())
+    body = '\n\n'.join(nb_markdown(book/n, d/'media', code=False) for n in notebooks)
+    toc = fence('#outline(depth: 1)', '{=typst}')
+    (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(front)) + '\n\n' + toc + '\n\n' + body)
     return d/'report.md'
 
-# %% ../nbs/91_report.ipynb #22850f46
+# %% ../nbs/91_report.ipynb #4f75a0c8
 def render_pdf(md:Path, # the report's Markdown (`report_markdown`)
                out:Path # the PDF to write
               )->Path:
-    "The PDF of `md`: Quarto when installed, else pandoc to Typst and `typst`."
+    "The PDF of `md`: Quarto (to Typst) when installed, else pandoc to Typst and `typst`."
+    # typst-smart: pandoc writes the typographic quotes itself; left to Typst, an apostrophe after a digit becomes a prime (HAM10000′s)
     if shutil.which('quarto'):
-        subprocess.run(['quarto', 'render', md.name, '--to', 'pdf', '--output', out.name], cwd=md.parent, check=True)
+        subprocess.run(['quarto', 'render', md.name, '--to', 'typst', '--output', out.name], cwd=md.parent, check=True)
         return shutil.move(md.parent/out.name, out) and out
     import pypandoc, typst
     typ = md.with_suffix('.typ')
-    pypandoc.convert_file(str(md), 'typst', format='markdown', outputfile=str(typ),
-                          extra_args=['--standalone', '--toc', '--toc-depth=2', '-V', 'papersize=a4', '-V', 'fontsize=10pt',
-                                      '-V', 'section-numbering=1.1'])
+    pypandoc.convert_file(str(md), 'typst-smart', format='markdown', outputfile=str(typ), extra_args=['--standalone'])
     typst.compile(str(typ), output=str(out), root=str(md.parent))
     return out
 
-# %% ../nbs/91_report.ipynb #9f091606
+# %% ../nbs/91_report.ipynb #c587e9c9
+def pdf_layout_problems(pdf:Path, # a PDF
+                        margin:float=56.7 # its right margin in pt (2 cm)
+                       )->list:
+    "Words past the right margin or overprinting each other: (page, word, why)."
+    import html
+    xml = subprocess.run(['pdftotext', '-bbox', str(pdf), '-'], capture_output=True, text=True, check=True).stdout
+    out = []
+    for i, (w, pg) in enumerate(re.findall(r'<page width="([\d.]+)" height="[\d.]+">(.*?)</page>', xml, re.S), 1):
+        words = [(float(a), float(b), float(c), float(e), html.unescape(t)) for a, b, c, e, t in
+                 re.findall(r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*?)</word>', pg)]
+        out += [(i, t, 'past the right margin') for x0, y0, x1, y1, t in words if x1 > float(w) - margin + 2]
+        ws = sorted(words, key=lambda x: (round(x[1]), x[0]))
+        out += [(i, f'{a[4]} / {b[4]}', 'overprints') for a, b in zip(ws, ws[1:]) if abs(a[1] - b[1]) < 1 and b[0] < a[2] - 1.5 and b[4].strip() and a[4].strip()]
+    return out
+
+# %% ../nbs/91_report.ipynb #40591980
+SEARCH_NOTE = """<script>
+if (location.protocol === 'file:') document.addEventListener('DOMContentLoaded', () => {
+  const note = document.createElement('div'); note.className = 'file-search-note';
+  note.textContent = 'Search needs a local web server: run "python -m http.server" in this folder and open http://localhost:8000/ (browsers block search on pages opened from disk).';
+  const box = document.querySelector('#quarto-search, .smalldocs-search, .aa-Autocomplete');
+  if (box) { box.parentNode.insertBefore(note, box.nextSibling); box.querySelectorAll('input').forEach(i => i.placeholder = 'Search: needs a web server'); }
+  else document.body.prepend(note);
+});
+</script>"""
+
+def finish_site(site:Path # a rendered site
+               )->Path:
+    "Add the search note (and `report.css` when the renderer left it out) to every page."
+    for f in site.rglob('*.html'):
+        h = f.read_text()
+        if 'file-search-note' in h: continue
+        css = '' if 'report.css' in h or not (site/'report.css').exists() else f'<link rel="stylesheet" href="{os.path.relpath(site/"report.css", f.parent)}">'
+        f.write_text(h.replace('</head>', css + '</head>', 1).replace('</body>', SEARCH_NOTE + '</body>', 1))
+    return site
+
 def render_site(book:Path, # the staging folder with _quarto.yml
                 out:Path # the folder to write the site to
                )->Path:
@@ -247,10 +731,11 @@ def render_site(book:Path, # the staging folder with _quarto.yml
     else:
         from smalldocs.site import build
         for w in build(book, quiet=True).warnings:
-            if 'output-file is not read' not in w: print(f'site warning: {w}')  # nbdev's output-file key: harmless here
+            if not re.search(r'output-file is not read|execute.enabled is ignored|format \w+ is not built', w): print(f'site warning: {w}')  # keys for Quarto: harmless here
     if out.exists(): shutil.rmtree(out)
     shutil.move(book/'_site', out)
-    return out
+    if (book/'report.css').exists() and not (out/'report.css').exists(): shutil.copy(book/'report.css', out/'report.css')
+    return finish_site(out)
 
 # %% ../nbs/91_report.ipynb #21d150a2
 def readme_text(index:Path # the project's nbs/index.ipynb
@@ -400,12 +885,16 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
                root:Path|None=None # the project checkout
               )->tuple:
-    "Render a finished run: `site/` and `report.pdf` in the run folder."
-    root = Path(root or project_root())
+    "Render a finished run: `site/` and `report.pdf` in the run folder, cleaned for readers."
+    root = Path(root or project_root()); run = Path(run)
     prov = json.loads((run/'provenance.json').read_text())
     done = [n['notebook'] for n in prov['notebooks'] if n['status'] == 'ok']
-    book = stage_book([root/'nbs'/'index.ipynb', *[run/'notebooks'/n for n in done]], run/'book', root/'_quarto.yml')
-    t0 = time.time(); pdf = render_pdf(report_markdown(book, done, prov), run/'report.pdf')
+    data = [prov['data']] if prov.get('data') else []
+    if (run/'results'/'data.json').exists(): data.append(json.loads((run/'results'/'data.json').read_text()).get('data'))
+    paths = machine_paths(run, root, [d for d in data if d])
+    front = front_page(run, prov, paths)
+    book = stage_book([root/'nbs'/'index.ipynb', *[run/'notebooks'/n for n in done]], run/'book', root/'_quarto.yml', paths, prov, front)
+    t0 = time.time(); pdf = render_pdf(report_markdown(book, done, prov, front), run/'report.pdf')
     shutil.copy(pdf, book/'report.pdf')
     site = render_site(book, run/'site'); t1 = time.time()
     print(f'rendered {run/"site"/"index.html"} and {pdf} in {t1-t0:.1f} s ({"Quarto" if shutil.which("quarto") else "offline: smalldocs, pandoc + typst"})')

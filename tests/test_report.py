@@ -12,7 +12,7 @@ BIN = Path(sys.executable).parent
 def copy_project(dest: Path, notebooks=None) -> Path:
     "A minimal copy of the project (settings, Quarto config, notebooks) to run the pipeline in."
     dest.mkdir(parents=True)
-    for f in ('settings.ini', 'pyproject.toml', '_quarto.yml'): shutil.copy(ROOT/f, dest/f)
+    for f in ('settings.ini', 'pyproject.toml', '_quarto.yml', 'report.css'): shutil.copy(ROOT/f, dest/f)
     (dest/'nbs').mkdir()
     for nb in notebooks or sorted((ROOT/'nbs').glob('*.ipynb')): shutil.copy(nb, dest/'nbs'/nb.name)
     return dest
@@ -53,15 +53,15 @@ def test_site_and_pdf(run):
     r, _ = run
     index, data = (r/'site'/'index.html').read_text(), (r/'site'/'00_data.html').read_text()
     assert 'melanoma_nbdev' in index and '00_data.html' in index  # sidebar links the chapters
-    assert 'checked and split by lesion' in data and 'SMOKE RUN' in data
+    assert '0 Data: HAM10000, checked and split by lesion' in data and 'Smoke run: dataset facts hold' in data and 'callout-warning' not in data
     assert '<img' in data  # the batch figure
     assert (r/'site'/'search.json').exists()
     pdf = (r/'report.pdf').read_bytes()
     assert pdf[:5] == b'%PDF-' and len(pdf) > 50_000
     md = (r/'book'/'_pdf'/'report.md').read_text()
-    for title in ('# Data: HAM10000, checked and split by lesion', '# Run profiles and provenance', '# The report pipeline'):
+    for title in ('# 0 Data: HAM10000, checked and split by lesion', '# 90 Run profiles and provenance', '# 91 The report pipeline'):
         assert title in md, title
-    assert 'SMOKE RUN' in md and list((r/'book'/'_pdf'/'media').glob('*.png'))
+    assert 'SMOKE RUN' in md and list((r/'book'/'_pdf'/'media').glob('*.[pj][np]g'))  # figures, compressed as PNG or JPEG
 
 def test_never_overwrites_an_earlier_run(run, syn):
     r, root = run
@@ -104,7 +104,7 @@ def test_quarto_is_used_when_on_path(run, tmp_path, monkeypatch):
     monkeypatch.setenv('PATH', f"{tmp_path/'bin'}:{os.environ['PATH']}"); monkeypatch.setenv('QUARTO_LOG', str(tmp_path/'log'))
     site, pdf = render_run(r2, root)
     calls = (tmp_path/'log').read_text().splitlines()
-    assert calls == ['render report.md --to pdf --output report.pdf', 'render --to html'], calls
+    assert calls == ['render report.md --to typst --output report.pdf', 'render --to html'], calls
     assert (site/'index.html').read_text().strip() == '<html>quarto site</html>' and pdf.read_bytes().startswith(b'%PDF')
 
 def test_resume_continues_a_run_and_keeps_its_results(run, syn, tmp_path):
