@@ -1,4 +1,4 @@
-"""Fine-tunes every candidate backbone of the profile on the same lesion-grouped fold with the same budget, measures its size, cost, speed and memory, marks the Pareto front of accuracy against speed and size, tunes learning rate and batch size of the best one, and derives which model the k-fold chapter should use.
+"""Trains every candidate backbone of the profile on the same inner split (outer fold 0 never used) with the same data and epochs, measures its size, cost, speed and memory, marks the Pareto front of accuracy against speed and size, tunes learning rate and batch size of the best one, compares fine-tuning recipes, and derives which model the k-fold chapter should use.
 
 Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/architectures.html.md"""
 
@@ -19,7 +19,7 @@ from .profiles import resolve_device
 
 # %% auto #0
 __all__ = ['start_weights', 'candidates', 'count_macs', 'peak_rss_growth', 'throughput', 'peak_train_memory', 'measure_arch',
-           'fold_metrics', 'train_candidate', 'compare', 'pareto_front', 'choose_arch', 'lr_bs_grid']
+           'fold_metrics', 'train_candidate', 'compare', 'pareto_front', 'choose_arch', 'lr_bs_grid', 'recipe_compare']
 
 # %% ../nbs/04_architectures.ipynb #fa14e927
 def start_weights(arch:str, # timm model name
@@ -141,16 +141,18 @@ def train_candidate(df:pd.DataFrame, # the profile's table with `fold` and `path
                     lr:float|None=None, # peak learning rate; None: `lr_find`'s valley
                     lr_iters:int=100, # iterations of `lr_find`
                     bs:int|None=None, # batch size (default: the profile's)
-                    fold:int=0, # the held-out fold
+                    lr_mult:float|None=None, # fine_tune's head/backbone learning-rate ratio (default: the profile's)
+                    fold:int=0, # the scored fold (0 of `inner_split`: inner validation)
                     images:dict|None=None, # decoded images (`decode_images`)
                     quiet:bool=False # no progress bars or training log
                    )->dict:
-    "Configuration and held-out-fold metrics of `arch` fine-tuned on the other folds (read back if done)."
-    Pc = AttrDict({**P, 'bs': bs or P.bs, 'lr': lr or 0})
+    "Configuration and scored-fold metrics of `arch` trained on the other rows by its recipe (read back if done)."
+    Pc = AttrDict({**P, 'bs': bs or P.bs, 'lr': lr or 0, 'lr_mult': lr_mult or P.lr_mult})
     train_fold(df, fold, Pc, out, arch=arch, pretrained=pretrained, images=images, tta=False, lr_range=(1e-5, 1), lr_iters=lr_iters, quiet=quiet)
     d = Path(out)/f'fold{fold}'
     cfg = json.loads((d/'config.json').read_text())
-    return dict(lr=cfg['lr'], lr_from=cfg['lr_from'], bs=cfg['bs'], train_seconds=cfg['train_seconds'], **fold_metrics(pd.read_csv(d/'oof.csv')))
+    return dict(recipe=cfg['recipe']['name'], lr=cfg['lr'], lr_from=cfg['lr_from'], bs=cfg['bs'], n_train=cfg['n_train'], train_seconds=cfg['train_seconds'],
+                split=cfg['split'], **fold_metrics(pd.read_csv(d/'oof.csv')))
 
 # %% ../nbs/04_architectures.ipynb #825dceeb
 def compare(df:pd.DataFrame, # the profile's table with `fold` and `path`
@@ -163,7 +165,7 @@ def compare(df:pd.DataFrame, # the profile's table with `fold` and `path`
             images:dict|None=None, # decoded images
             quiet:bool=False # no training logs
            )->pd.DataFrame:
-    "One row per candidate: weights, size, cost, speed, memory and held-out-fold metrics (fold 0, same budget)."
+    "One row per candidate: weights, recipe, size, cost, speed, memory and scored-fold metrics (same data and epochs)."
     from fastprogress.fastprogress import progress_bar
     rows, dev = [], resolve_device(P.device)
     for name, (arch, want) in progress_bar(list(cands.items()), leave=False):
@@ -205,4 +207,23 @@ def lr_bs_grid(df:pd.DataFrame, # the profile's table with `fold` and `path`
     for lr, bs in progress_bar([(l, b) for l in lrs for b in bss], leave=False):
         print(f'--- lr={lr:g} bs={bs}', flush=True)
         rows.append(train_candidate(df, P, Path(out)/f'lr{lr:g}_bs{bs}', arch, pretrained, lr=lr, bs=bs, images=images, quiet=quiet))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/04_architectures.ipynb #a4rc0001
+def recipe_compare(df:pd.DataFrame, # a table with `fold` (the inner split: 0 is scored)
+                   P, # run profile
+                   out:Path, # folder of the runs
+                   arch:str, # timm model name (started from ImageNet weights)
+                   lr:float, # the one base learning rate of every run
+                   lr_mults:list=(100, 10, 1), # the ratios compared
+                   images:dict|None=None, # decoded images
+                   quiet:bool=False # no training logs
+                  )->pd.DataFrame:
+    "One row per `lr_mult`: the head's and backbone's learning rates and scored-fold metrics of `arch` fine-tuned with it."
+    from fastprogress.fastprogress import progress_bar
+    rows = []
+    for m in progress_bar(list(lr_mults), leave=False):
+        print(f'--- lr_mult={m:g}', flush=True)
+        r = train_candidate(df, P, Path(out)/f'lr_mult{m:g}', arch, True, lr=lr, lr_mult=m, images=images, quiet=quiet)
+        rows.append(dict(lr_mult=float(m), head_lr=r['lr']/2, backbone_lr=r['lr']/2/m, **r))
     return pd.DataFrame(rows)

@@ -1,4 +1,4 @@
-"""Trains the profile's model on every lesion-grouped fold with fastai, keeps each fold's best model and its out-of-fold predictions, compares losses, metadata fusion and TTA, and scores everything on out-of-fold predictions.
+"""Trains the profile's model on every lesion-grouped fold with fastai, keeps each fold's model after its last epoch and its out-of-fold predictions, compares losses, metadata fusion and TTA, and scores everything on out-of-fold predictions.
 
 Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/kfold.html.md"""
 
@@ -12,14 +12,15 @@ import numpy as np, pandas as pd, torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score, roc_curve, recall_score
 from safetensors.torch import save_file, load_file
 from .data import CLASSES, get_dls, decode_images
-from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, meta_features, LOSSES)
+from sklearn.model_selection import StratifiedGroupKFold
+from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, LOSSES, recipe, fit_recipe)
 from .augment import aug_tfms, model_stats
 from .profiles import atomic_write, save_json, resolve_device, results_dir
 
 # %% auto #0
 __all__ = ['sens_at_spec', 'multiclass_metrics', 'melanoma_metrics', 'fold_config', 'check_done', 'train_fold', 'save_fold',
-           'run_kfold', 'main_folder', 'main_oof', 'FoldEnsemble', 'ensemble_dl', 'ensemble_predict', 'fold_summary',
-           'config_rows']
+           'run_kfold', 'main_folder', 'main_oof', 'inner_split', 'FoldEnsemble', 'ensemble_dl', 'ensemble_predict',
+           'fold_summary', 'config_rows']
 
 # %% ../nbs/05_kfold.ipynb #2c8132fe
 def sens_at_spec(y:np.ndarray, # 1 for positives, 0 for negatives
@@ -53,17 +54,12 @@ def melanoma_metrics(is_mel:np.ndarray, # true: melanoma
                 mel_accuracy=accuracy_score(is_mel, pred_mel), mel_balanced_accuracy=balanced_accuracy_score(is_mel, pred_mel))
 
 # %% ../nbs/05_kfold.ipynb #3e0c7efd
-def fold_config(P, arch:str, loss:str, meta:bool, pretrained:bool, fold:int)->dict:
-    "What a fold's model is: enough to rebuild it and to say how it was trained."
-    return dict(arch=arch, loss=loss, meta=meta, pretrained=pretrained, fold=int(fold), classes=CLASSES, img_size=P.img_size,
-                epochs=P.epochs, bs=P.bs, aug=P.aug, seed=P.seed, n_meta=len(META_COLUMNS) if meta else 0)
+def fold_config(P, arch:str, loss:str, meta:bool, pretrained:bool, fold:int, split:str='outer k-fold')->dict:
+    "What a fold's model is: enough to rebuild it and to say how it was trained (recipe included) and on which split."
+    return dict(arch=arch, loss=loss, meta=meta, pretrained=pretrained, fold=int(fold), split=split, classes=CLASSES, img_size=P.img_size,
+                epochs=P.epochs, bs=P.bs, aug=P.aug, seed=P.seed, n_meta=len(META_COLUMNS) if meta else 0, recipe=recipe(P.epochs, P.lr_mult, pretrained))
 
 # %% ../nbs/05_kfold.ipynb #1b9f3f9c
-def _fit(learn, P, lr:float):
-    "fastai `fine_tune`, keeping the epoch with the lowest validation loss."
-    from fastai.callback.tracker import SaveModelCallback
-    learn.fine_tune(P.epochs, base_lr=lr, freeze_epochs=1, cbs=[SaveModelCallback(monitor='valid_loss', fname='best')])
-
 def _probs(learn, dl, tta:bool)->np.ndarray:
     "Class probabilities of `dl`, with fastai's TTA if asked."
     return (learn.tta(dl=dl, n=4)[0] if tta else learn.get_preds(dl=dl)[0]).float().numpy()
@@ -98,7 +94,8 @@ def train_fold(df:pd.DataFrame, # the profile's table with `fold` and `path`
               )->pd.DataFrame:
     "OOF predictions of `fold` (read back if the fold is done, else trained and saved)."
     from filelock import FileLock
-    d, cfg = Path(out)/f'fold{fold}', fold_config(P, arch or P.arch, loss, meta, pretrained, fold)
+    split = f"inner split of outer folds {', '.join(map(str, sorted(df.outer_fold.unique())))}" if 'outer_fold' in df.columns else 'outer k-fold'
+    d, cfg = Path(out)/f'fold{fold}', fold_config(P, arch or P.arch, loss, meta, pretrained, fold, split)
     d.mkdir(parents=True, exist_ok=True)
     with FileLock(d/'.lock'):  # a second process asking for this fold waits, then reads it back
         if (d/'done.json').exists(): return check_done(d, cfg)
@@ -113,11 +110,10 @@ def _train(df, fold, P, d, cfg, images, tta, lr_range, lr_iters, quiet):
     with contextlib.ExitStack() as cm:
         if quiet: cm.enter_context(learn.no_bar()); cm.enter_context(learn.no_logging())
         lr = P.lr or float(learn.lr_find(start_lr=lr_range[0], end_lr=lr_range[1], num_it=lr_iters, show_plot=False).valley)
-        t0 = time.time(); _fit(learn, P, lr); secs = time.time() - t0
+        t0 = time.time(); hist = fit_recipe(learn, cfg['recipe'], lr); secs = time.time() - t0  # every epoch, read before predicting (fastai's Recorder restarts then)
         probs = {'p': _probs(learn, dls.valid, False), **({'tta': _probs(learn, dls.valid, True)} if tta else {})}
     oof = dls.valid.items[['image_id', 'lesion_id', 'dx', 'fold']].reset_index(drop=True).assign(y=[CLASSES.index(c) for c in dls.valid.items.dx.astype(str)])
     oof = pd.concat([oof, *[pd.DataFrame(v, columns=[f'{k}_{c}' for c in CLASSES]) for k, v in probs.items()]], axis=1)
-    hist = [dict(zip(learn.recorder.metric_names[1:-1], map(float, v))) for v in learn.recorder.values]  # the unfrozen epochs
     save_fold(learn, d, {**cfg, 'lr': lr, 'lr_from': lr_from, 'weights': learn.weights_source, 'stats': stats, 'train_seconds': round(secs, 1),
                          'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'history': hist}, oof)
     return oof
@@ -162,6 +158,21 @@ def main_oof(df:pd.DataFrame, # the profile's table with `fold` and `path`
             )->pd.DataFrame:
     "Pooled OOF predictions of the main configuration, training any fold not yet done."
     return run_kfold(df, P, main_folder(P, run_dir))
+
+# %% ../nbs/05_kfold.ipynb #k5in0001
+def inner_split(df:pd.DataFrame, # the profile's table with `fold`, `lesion_id`, `dx`
+                holdout:int=0, # the outer fold kept out of every selection
+                n_splits:int=5, # 1/n_splits of the rest goes to inner validation (5: about 80/20)
+                seed:int=42 # seed of the split
+               )->pd.DataFrame:
+    "The rows outside `holdout`, with `outer_fold` and an inner `fold`: 0 inner validation, 1 inner training (lesion-grouped, class-stratified)."
+    import warnings
+    rest = df[df.fold != holdout]
+    with warnings.catch_warnings():  # a class with fewer lesions than n_splits (tiny samples) only makes its share uneven
+        warnings.simplefilter('ignore', UserWarning)
+        _, va = next(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(rest, rest.dx.astype(str), groups=rest.lesion_id))
+    inner = np.ones(len(rest), int); inner[va] = 0
+    return rest.assign(outer_fold=rest.fold, fold=inner)
 
 # %% ../nbs/05_kfold.ipynb #bf0552b0
 class FoldEnsemble:

@@ -16,8 +16,9 @@ from .augment import model_stats
 
 # %% auto #0
 __all__ = ['SEXES', 'SITES', 'META_COLUMNS', 'LOSSES', 'WeightsError', 'weights_candidates', 'find_weights',
-           'load_backbone_weights', 'hub_reachable', 'create_backbone', 'Classifier', 'model_splitter', 'meta_features',
-           'get_meta_dls', 'make_loss', 'make_learner', 'tempfile_dir', 'backbone_table']
+           'load_backbone_weights', 'hub_reachable', 'create_backbone', 'Classifier', 'model_splitter', 'age_fill',
+           'meta_features', 'get_meta_dls', 'make_loss', 'make_learner', 'tempfile_dir', 'EpochLog', 'recipe',
+           'fit_recipe', 'backbone_table']
 
 # %% ../nbs/03_models.ipynb #5fbbd64e
 class WeightsError(RuntimeError):
@@ -109,11 +110,17 @@ SITES = ['abdomen', 'acral', 'back', 'chest', 'ear', 'face', 'foot', 'genital', 
          'neck', 'scalp', 'trunk', 'unknown', 'upper extremity']
 META_COLUMNS = ['age_decades', 'age_missing', *[f'sex_{s}' for s in SEXES], *[f'site_{s}' for s in SITES]]
 
-def meta_features(df:pd.DataFrame # metadata with `age`, `sex`, `localization`
+def age_fill(train:pd.DataFrame # the training rows (with `age`)
+            )->float:
+    "The value a missing age is set to: the training rows' mean age (50 when none has an age)."
+    return float(train.age.mean()) if train.age.notna().any() else 50.
+
+def meta_features(df:pd.DataFrame, # metadata with `age`, `sex`, `localization`
+                  fill:float # the age given to rows without one: `age_fill` of the training rows
                  )->pd.DataFrame:
     "Numeric metadata features (`META_COLUMNS`) per row; unseen sexes or sites count as 'unknown'."
     sex = df.sex.where(df.sex.isin(SEXES), 'unknown'); site = df.localization.where(df.localization.isin(SITES), 'unknown')
-    out = pd.DataFrame({'age_decades': df.age.fillna(df.age.mean() if df.age.notna().any() else 50) / 10, 'age_missing': df.age.isna().astype(float)}, index=df.index)
+    out = pd.DataFrame({'age_decades': df.age.fillna(fill) / 10, 'age_missing': df.age.isna().astype(float)}, index=df.index)
     dummies = [pd.get_dummies(pd.Categorical(v, categories=c), prefix=p, prefix_sep='_').set_index(df.index) for v, c, p in ((sex, SEXES, 'sex'), (site, SITES, 'site'))]
     return pd.concat([out, *dummies], axis=1).astype('float32')[META_COLUMNS]
 
@@ -133,14 +140,19 @@ def get_meta_dls(df:pd.DataFrame, # checked metadata with `path`, `dx`, `fold`
     def as_tensor(x): return torch.as_tensor(x, dtype=torch.float32)
     from fastai.vision.all import DataBlock, ImageBlock, TransformBlock, CategoryBlock, ColReader, ColSplitter, Resize, ResizeMethod, set_seed
     from melanoma_nbdev.data import label_view, TASKS
-    d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold, meta=list(meta_features(df).to_numpy()))
+    fill = age_fill(df[df.fold != valid_fold])  # from the training rows only
+    d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold, meta=list(meta_features(df, fill).to_numpy()))
     from melanoma_nbdev.gpu import tensor_path, tensor_dls
-    if tensor_path(device): return tensor_dls(df, valid_fold, task, img_size, bs, batch_tfms, seed, device, images, meta=np.stack(d.meta))  # on a GPU: the tensor path (92_gpu)
+    if tensor_path(device):  # on a GPU: the tensor path (92_gpu)
+        dls = tensor_dls(df, valid_fold, task, img_size, bs, batch_tfms, seed, device, images, meta=np.stack(d.meta)); dls.age_fill = fill
+        return dls
     db = DataBlock(blocks=(ImageBlock, TransformBlock(type_tfms=as_tensor), CategoryBlock(vocab=TASKS[task])), n_inp=2,
                    getters=[ColReader('path') if images is None else (lambda r: images[r['path']]), ColReader('meta'), ColReader('label')], splitter=ColSplitter('is_valid'),
                    item_tfms=Resize(img_size, method=ResizeMethod.Squish), batch_tfms=batch_tfms)
     set_seed(seed)
-    return db.dataloaders(d, bs=bs, device=device, num_workers=num_workers)
+    dls = db.dataloaders(d, bs=bs, device=device, num_workers=num_workers)
+    dls.age_fill = fill
+    return dls
 
 # %% ../nbs/03_models.ipynb #266e629d
 LOSSES = ('ce', 'smooth', 'weighted', 'focal')
@@ -182,6 +194,39 @@ def tempfile_dir()->str:
     "A fresh temporary folder (fastai's scratch space for a Learner)."
     import tempfile
     return tempfile.mkdtemp(prefix='melanoma_learner_')
+
+# %% ../nbs/03_models.ipynb #r3c1pe01
+from fastai.callback.core import Callback
+
+class EpochLog(Callback):
+    "Every epoch's training loss, validation loss and metrics, across `fit` calls, with the stage ('frozen backbone' or 'all layers')."
+    order = 60  # after fastai's Recorder, which writes `final_record`
+    def __init__(self): self.rows = []
+    def after_epoch(self):
+        names = self.learn.recorder.metric_names[1:-1]  # without 'epoch' and 'time'
+        stage = 'frozen backbone' if getattr(self.learn.opt, 'frozen_idx', 0) else 'all layers'
+        self.rows.append(dict(epoch=len(self.rows), stage=stage, **{n: float(v) for n, v in zip(names, self.learn.final_record)}))
+
+# %% ../nbs/03_models.ipynb #r3c1pe02
+def recipe(epochs:int, # the profile's `epochs` (epochs with all layers trained, after the frozen one)
+           lr_mult:float, # the profile's `lr_mult`: head lr / backbone lr once unfrozen
+           pretrained:bool # starts from ImageNet weights (False: random init)
+          )->dict:
+    "How a model is trained: `fine_tune` with `lr_mult` from ImageNet weights, one-cycle on all layers from scratch."
+    if pretrained: return dict(name=f'fine_tune (lr_mult {lr_mult:g})', frozen_epochs=1, epochs=int(epochs), lr_mult=float(lr_mult),
+                               lrs='frozen epoch: head at lr; then head at lr/2, backbone at lr/2/lr_mult')
+    return dict(name='from scratch (one-cycle, all layers)', frozen_epochs=0, epochs=int(epochs) + 1, lr_mult=1.,
+                lrs='every layer at lr')
+
+def fit_recipe(learn, # a `Learner` from `make_learner`
+               rec:dict, # from `recipe`
+               lr:float # fastai's base_lr (peak learning rate)
+              )->list:
+    "Train `learn` by `rec`, keeping the model after the last epoch; returns `EpochLog`'s rows (every epoch)."
+    log = EpochLog()
+    if rec['frozen_epochs']: learn.fine_tune(rec['epochs'], base_lr=lr, freeze_epochs=rec['frozen_epochs'], lr_mult=rec['lr_mult'], cbs=[log])
+    else: learn.unfreeze(); learn.fit_one_cycle(rec['epochs'], lr, cbs=[log])
+    return log.rows
 
 # %% ../nbs/03_models.ipynb #5b5e09a7
 def backbone_table(names:list # timm model names

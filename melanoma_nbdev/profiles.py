@@ -29,7 +29,8 @@ def project_root(start:Path|None=None # folder to search upward from (default: t
 
 # %% ../nbs/90_profiles.ipynb #a5b7fd08
 PROFILE_KEYS = dict(n_images=int, img_size=int, bs=int, epochs=int, folds=int, arch=str, archs=list,
-                    seed=int, device=str, max_pixels=int, aug=str, lr=float)
+                    seed=int, device=str, max_pixels=int, aug=str, lr=float,
+                    lr_mult=float)
 DEVICES = ('cpu', 'cuda', 'auto')
 AUGS = ('none', 'light', 'heavy')
 
@@ -88,6 +89,7 @@ def check_profile(p:dict, # a converted profile
     if p['device'] not in DEVICES: bad('device', f"one of {', '.join(DEVICES)}")
     if p['aug'] not in AUGS: bad('aug', f"one of {', '.join(AUGS)}")
     if not math.isfinite(p['lr']) or not 0 <= p['lr'] < 1: bad('lr', 'a finite number in [0, 1) (0: choose it with lr_find)')
+    if not math.isfinite(p['lr_mult']) or p['lr_mult'] < 1: bad('lr_mult', ">= 1 and finite (1: the backbone at the head's learning rate)")
     if not p['arch']: bad('arch', 'a timm model name')
     if not p['archs']: bad('archs', 'one or more timm model names, comma-separated')
     return p

@@ -350,7 +350,7 @@ def test_empty_archs_names_archs(settings_untouched):
 GOOD_SMOKE = SETTINGS.read_text() if SETTINGS.is_file() else ''
 
 BROKEN_SETTINGS = {
-    'missing-key': ('[DEFAULT]\nn_images = 0\nimg_size = 64\nbs = 8\nepochs = 1\nfolds = 2\narch = a\narchs = a\ndevice = cpu\nmax_pixels = 100\naug = none\nlr = 0\n[smoke]\n',
+    'missing-key': ('[DEFAULT]\nn_images = 0\nimg_size = 64\nbs = 8\nepochs = 1\nfolds = 2\narch = a\narchs = a\ndevice = cpu\nmax_pixels = 100\naug = none\nlr = 0\nlr_mult = 100\n[smoke]\n',
                     ['lacks seed', '[smoke]']),
     'non-integer': (GOOD_SMOKE.replace('[smoke]\nn_images = 300', '[smoke]\nn_images = three hundred'),
                     ['[smoke] key `n_images`', "'three hundred'", 'is not int']),

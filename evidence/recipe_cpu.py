@@ -1,0 +1,34 @@
+"""Small CPU experiment behind the `full` profile's `lr_mult` (issue 11, section 1): the recipe comparison of
+chapter 04 (`architectures.recipe_compare`), run once on the inner split (outer fold 0 never used) at a mid size
+that fits a shared 2-core CPU. Writes evidence/recipe_cpu.json with the table and full provenance.
+
+    cd <project> && OMP_NUM_THREADS=2 .venv/bin/python evidence/recipe_cpu.py [n_images img_size epochs]
+
+Its numbers are a small CPU experiment, not results of the full run.
+"""
+import os, sys, time, tempfile
+from pathlib import Path
+import torch
+from melanoma_nbdev.profiles import load_profile, provenance, save_json, project_root
+from melanoma_nbdev.data import load_dataset, split, decode_images
+from melanoma_nbdev.kfold import inner_split
+from melanoma_nbdev.architectures import recipe_compare
+
+n_images, img_size, epochs = (int(a) for a in (sys.argv[1:4] if len(sys.argv) > 3 else (1800, 96, 2)))
+LR, LR_MULTS = 2e-3, (100, 10, 1)  # fastai's default base_lr for every run; fastai's default lr_mult, a moderate one, all layers equal
+overrides = dict(n_images=n_images, img_size=img_size, epochs=epochs, bs=32, device='cpu', lr=LR)
+P = load_profile('full', **overrides)
+t0 = time.time()
+df = load_dataset(None, max_pixels=P.max_pixels, check=False)
+inner = inner_split(split(df, P), holdout=0, seed=P.seed)
+out = Path(os.environ.get('RECIPE_OUT') or tempfile.mkdtemp(prefix='recipe_cpu_'))  # a kept folder resumes finished runs
+tab = recipe_compare(inner, P, out, P.arch, LR, LR_MULTS, images=decode_images(inner.path), quiet=True)
+wall = time.time() - t0
+cols = ['lr_mult', 'head_lr', 'backbone_lr', 'n_train', 'n', 'train_seconds', 'accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc', 'mel_auc', 'mel_sens_at_80_spec']
+print(tab[cols].round(4).to_string(index=False))
+prov = provenance(P, df.attrs['path'], what='small CPU experiment (not a result of the full run): fine_tune recipes compared on the inner split',
+                  split=tab.split.iloc[0] + ' (inner training / inner validation about 80/20, lesion-grouped, class-stratified); outer fold 0 not used',
+                  arch=P.arch, base_lr=LR, torch_threads=torch.get_num_threads(), wall_seconds=round(wall, 1),
+                  script='evidence/recipe_cpu.py', table=tab[cols + ['recipe', 'lr_from', 'bs']].to_dict('records'))
+save_json(prov, (project_root() or Path.cwd())/'evidence'/'recipe_cpu.json')
+print(f'wall {wall/60:.1f} min')
