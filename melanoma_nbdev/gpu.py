@@ -16,10 +16,10 @@ from .data import TASKS, label_view, read_rgb
 from .profiles import load_profile, resolve_device, save_json, atomic_write, ProfileError
 
 # %% auto #0
-__all__ = ['STEPS', 'GRID', 'LR_ITERS', 'ASSUMED', 'MiB', 'SKIP', 'squish', 'resize_all', 'device_images', 'clear_cache',
-           'IndexedImages', 'DeviceDL', 'ChannelsLast', 'tensor_path', 'tensor_dls', 'GpuBusy', 'synthetic_dls',
-           'measure_throughput', 'step_jobs', 'predict_seconds', 'total_seconds', 'measure_rates', 'preflight',
-           'preflight_text', 'melanoma_benchmark', 'pack_run', 'unpack_run', 'melanoma_pack']
+__all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'MiB', 'SKIP', 'squish', 'resize_all', 'device_images',
+           'clear_cache', 'IndexedImages', 'DeviceDL', 'ChannelsLast', 'tensor_path', 'tensor_dls', 'GpuBusy',
+           'synthetic_dls', 'measure_throughput', 'step_jobs', 'predict_seconds', 'total_seconds', 'measure_rates',
+           'preflight', 'preflight_text', 'melanoma_benchmark', 'pack_run', 'unpack_run', 'melanoma_pack']
 
 # %% ../nbs/92_gpu.ipynb #860e8f2e
 def squish(img, # an RGB uint8 array (H, W, 3) or an image file
@@ -227,8 +227,9 @@ def measure_throughput(arch:str='tf_efficientnet_lite0', # timm model name
 
 # %% ../nbs/92_gpu.ipynb #cf7f11b1
 STEPS = {'1': dict(only=r'^(00|05)_', what='chapters 00 and 05: every configuration of the k-fold chapter, all folds'),
-         '2': dict(only=r'^(02|04)_', what="chapters 02 and 04: the augmentation ablation, the architecture comparison and the lr x batch-size grid")}
+         '2': dict(only=r'^(02|04)_', what="chapters 02 and 04: the augmentation ablation, the architecture comparison, the lr x batch-size grid and the recipe comparison")}
 GRID = dict(lrs=[1e-3, 1e-2, 1e-1], bss=[16, 32, 64])  # chapter 04's grid
+RECIPE_MULTS = (100, 10, 1)  # chapter 04's recipe comparison (`recipe_compare`)
 LR_ITERS = 100  # lr_find iterations per training when the profile's lr is 0
 
 def _run_images(P, n_train:int, n_valid:int, bs:int, lr_find:bool, tta:bool)->tuple:
@@ -246,15 +247,17 @@ def step_jobs(P, # run profile
     n_valid = round(n / P.folds); n_train = n - n_valid
     lf = not P.lr
     rows = []
-    def add(chapter, job, arch, runs, bs, lr_find, tta):
-        tr, inf = _run_images(P, n_train, n_valid, bs, lr_find, tta)
+    ni_valid = round(n_train / 5); ni_train = n_train - ni_valid  # chapters 02 and 04 select on `inner_split` (about 80/20) of the outer training folds
+    def add(chapter, job, arch, runs, bs, lr_find, tta, inner=False):
+        tr, inf = _run_images(P, *((ni_train, ni_valid) if inner else (n_train, n_valid)), bs, lr_find, tta)
         rows.append(dict(chapter=chapter, job=job, arch=arch, bs=bs, runs=runs, train_images=runs*tr, infer_images=runs*inf))
     if step == '1':
         add('05', f'{len(LOSSES)} losses + metadata fusion, {P.folds} folds each', P.arch, (len(LOSSES) + 1) * P.folds, P.bs, lf, True)
     elif step == '2':
-        add('02', 'augmentation ablation: 3 levels on one fold', P.arch, 3, P.bs, lf, True)
-        for a in P.archs: add('04', 'architecture comparison (one fold)', a, 1 + (a == 'tf_efficientnet_lite0'), P.bs, True, False)
-        for b in GRID['bss']: add('04', f"lr x bs grid: {len(GRID['lrs'])} learning rates", P.arch, len(GRID['lrs']), b, False, False)
+        add('02', 'augmentation ablation: 3 levels (inner split)', P.arch, 3, P.bs, lf, True, True)
+        for a in P.archs: add('04', 'architecture comparison (inner split)', a, 1 + (a == 'tf_efficientnet_lite0'), P.bs, True, False, True)
+        for b in GRID['bss']: add('04', f"lr x bs grid: {len(GRID['lrs'])} learning rates (inner split)", P.arch, len(GRID['lrs']), b, False, False, True)
+        add('04', f"fine-tuning recipes: lr_mult {', '.join(f'{m:g}' for m in RECIPE_MULTS)} (inner split)", P.arch, len(RECIPE_MULTS), P.bs, False, False, True)
     else: raise ProfileError(f"Unknown step {step!r}; use one of {', '.join(STEPS)}.")
     return pd.DataFrame(rows)
 
