@@ -17,7 +17,7 @@ from .data import CLASSES, CLASS_NAMES, read_rgb
 from .error_analysis import risk_scores, RISK_LEVELS
 from .kfold import FoldEnsemble, ensemble_dl
 from .gradcam import gradcam, overlay
-from .predict import (DISCLAIMER, TRAIN_FIX, NOT_ASSESSED, CommandError, risk_rule, load_risk_rule, run_of, model_folder, load_ensemble,
+from .predict import (DISCLAIMER, TRAIN_FIX, NOT_ASSESSED, RISK_RULE_FILE, CommandError, risk_rule, load_risk_rule, run_of, model_folder, load_ensemble,
                                     check_inputs, predict_to, captioned, _kfold_record, _model_info)
 from .profiles import project_root
 
@@ -224,7 +224,7 @@ def page(run:str|None=None, # run or configuration folder (see `model_folder`); 
     st.markdown(card_line(card))
     with st.expander('How was this model evaluated?'): _evaluation_panel(folder, card)
     rule = load_risk_rule(run_of(folder))
-    st.markdown(f"**{risk_rule(rule)}** " + (f"The cut-offs come from this run's out-of-fold predictions (`{rule['file']}`); chapter 06 ([error analysis]({DOCS}error_analysis.html)) "
+    st.markdown(f"**{risk_rule(rule)}** " + (f"The cut-offs come from this run's out-of-fold predictions (`{RISK_RULE_FILE}` of run `{run_of(folder).name}`); chapter 06 ([error analysis]({DOCS}error_analysis.html)) "
                 "reports the sensitivity, specificity, PPV and number needed to excise they actually reach, with cut-offs chosen on other folds." if rule else ''))
     files = st.file_uploader('Dermoscopic images (JPEG or PNG)', type=['jpg', 'jpeg', 'png'], accept_multiple_files=True,
                              help='Each file is checked as melanoma-predict checks it, predicted in a temporary folder that is removed at once, and kept in memory only.')

@@ -30,8 +30,8 @@ __all__ = ['DISCLAIMER', 'RISK_RULE_FILE', 'NOT_ASSESSED', 'TRAIN_FIX', 'FOLD_FI
            'load_risk_rule', 'check_number', 'check_device', 'check_options', 'newest_trained_run', 'model_folder',
            'load_ensemble', 'is_own_output', 'image_note', 'check_input', 'inspect_input', 'Inputs', 'image_files',
            'check_inputs', 'EnsembleOutputs', 'TopClassLogit', 'ensemble_cam', 'image_dl', 'predict_images', 'top_k',
-           'predictions_frame', 'captioned', 'prediction_png', 'save_prediction_png', 'overlay_name', 'predict_to',
-           'prediction_line', 'unique_folder', 'check_out', 'run_predict', 'cli_main', 'melanoma_predict',
+           'predictions_frame', 'captioned', 'risk_caption', 'prediction_png', 'save_prediction_png', 'overlay_name',
+           'predict_to', 'prediction_line', 'unique_folder', 'check_out', 'run_predict', 'cli_main', 'melanoma_predict',
            'read_labels', 'match_image', 'labelled_images', 'dx_metrics', 'mel_metrics', 'class_table', 'training_data',
            'training_overlap', 'evaluate', 'image_metrics', 'rule_metrics', 'lesion_level', 'bootstrap_cis',
            'summary_md', 'default_out', 'run_evaluate', 'melanoma_evaluate', 'time_predict']
@@ -382,6 +382,12 @@ def captioned(img:np.ndarray, # RGB image, uint8 (H, W, 3)
     for i, s in enumerate(lines): draw.text((3, img.shape[0] + 2 + i * lh), s, fill='black', font=font)
     return out
 
+def risk_caption(level:str # a risk level (`RISK_LEVELS`, or `NOT_ASSESSED`)
+                )->list:
+    "The level as two short caption lines: 'risk: <level>' and what it means."
+    head, _, tail = level.partition(': ')
+    return [f'risk: {head}'] + ([tail] if tail else [])
+
 def prediction_png(path:Path, # the image file
                    heat:np.ndarray, # its Grad-CAM map
                    row:pd.Series # its row of `predictions_frame`
@@ -389,7 +395,7 @@ def prediction_png(path:Path, # the image file
     "The Grad-CAM overlay of one image (read as shown, `read_rgb`) with its prediction and the notice (also in its 'Disclaimer' text chunk), as PNG bytes."
     info = PngImagePlugin.PngInfo(); info.add_text('Disclaimer', DISCLAIMER); info.add_text('Prediction', f'{row.top1} {row.p_top1:.3f}, risk {row.risk}')
     buf = io.BytesIO()
-    captioned(overlay(read_rgb(path), heat), [f'Grad-CAM of {row.top1} ({row.p_top1:.2f}); risk {row.risk}', 'Research software, not a diagnosis']).save(buf, format='PNG', pnginfo=info)
+    captioned(overlay(read_rgb(path), heat), [f'Grad-CAM of {row.top1} ({row.p_top1:.2f})', *risk_caption(row.risk), 'Research software, not a diagnosis']).save(buf, format='PNG', pnginfo=info)
     return buf.getvalue()
 
 def save_prediction_png(path:Path, # the image file
