@@ -13,10 +13,11 @@ import streamlit as st
 from fastcore.script import call_parse
 from PIL import Image
 from pytorch_grad_cam.utils.image import scale_cam_image
-from .data import CLASS_NAMES, read_rgb
+from .data import CLASSES, CLASS_NAMES, read_rgb
+from .error_analysis import risk_scores, RISK_LEVELS
 from .kfold import FoldEnsemble, ensemble_dl
 from .gradcam import gradcam, overlay
-from .predict import (DISCLAIMER, RISKY, TRAIN_FIX, CommandError, risk_rule, run_of, model_folder, load_ensemble,
+from .predict import (DISCLAIMER, TRAIN_FIX, NOT_ASSESSED, RISK_RULE_FILE, CommandError, risk_rule, load_risk_rule, run_of, model_folder, load_ensemble,
                                     check_inputs, predict_to, captioned, _kfold_record, _model_info)
 from .profiles import project_root
 
@@ -98,14 +99,14 @@ def analyse_upload(ens:FoldEnsemble, # the fold models
                    name:str, # the uploaded file's name
                    data:bytes, # its content
                    max_pixels:int=25_000_000, # see `check_input`
-                   moderate:float=0.2 # see `risk_level`
+                   rule:dict|None=None # the run's risk rule (`load_risk_rule`); None: no risk level
                   )->dict:
     "Check and predict one upload as `melanoma-predict --gradcam` does, in a temporary folder that is then removed: its row, CSV and overlay PNG."
     with tempfile.TemporaryDirectory(prefix='melanoma-app-') as d:
         fn = Path(d)/'in'/safe_name(name); fn.parent.mkdir(); fn.write_bytes(data)
         try: paths = check_inputs([fn], max_pixels)
         except CommandError as e: raise CommandError(_untemp(str(e), d)) from None
-        row = predict_to(ens, paths, Path(d)/'out', gradcam=True, moderate=moderate).iloc[0]
+        row = predict_to(ens, paths, Path(d)/'out', gradcam=True, rule=rule).iloc[0]
         (csv,), (png,) = Path(d, 'out').glob('*.csv'), Path(d, 'out').glob('*.png')
         return dict(row=row.map(lambda v: _untemp(v, d) if isinstance(v, str) else v), csv=_untemp(csv.read_text(), d).encode(),
                     csv_name=f'{fn.stem}_{csv.name}', png=png.read_bytes(), png_name=png.name)
@@ -131,23 +132,27 @@ def class_overlay(ens:FoldEnsemble, # the fold models
     buf = io.BytesIO(); img.save(buf, format='PNG'); return buf.getvalue()
 
 # %% ../nbs/93_app.ipynb #f237da24
-_ENV = dict(run='MELANOMA_APP_RUN', max_pixels='MELANOMA_APP_MAX_PIXELS', moderate='MELANOMA_APP_MODERATE', device='MELANOMA_APP_DEVICE')
+_ENV = dict(run='MELANOMA_APP_RUN', max_pixels='MELANOMA_APP_MAX_PIXELS', device='MELANOMA_APP_DEVICE')
 
 def page_options(env:dict|None=None # the environment (default: os.environ), as `melanoma-app` sets it
                 )->dict:
     "The page's settings from the environment `melanoma-app` starts Streamlit with."
     env = os.environ if env is None else env
-    return dict(run=env.get(_ENV['run']) or None, max_pixels=int(env.get(_ENV['max_pixels'], 25_000_000)),
-                moderate=float(env.get(_ENV['moderate'], 0.2)), device=env.get(_ENV['device'], 'cpu'))
+    return dict(run=env.get(_ENV['run']) or None, max_pixels=int(env.get(_ENV['max_pixels'], 25_000_000)), device=env.get(_ENV['device'], 'cpu'))
 
 def risk_sentence(row:pd.Series, # a row of `predictions_frame`
-                  moderate:float=0.2 # see `risk_level`
+                  rule:dict|None # the run's risk rule (`load_risk_rule`)
                  )->str:
-    "What the row's risk level means, in one sentence."
-    s, risky = sum(float(row[f'p_{c}']) for c in RISKY), ', '.join(RISKY)
-    if row.risk == 'High': return f"The most probable class, {row.top1} ({CLASS_NAMES.get(row.top1, row.top1)}), is malignant or pre-malignant; only a doctor can say what the lesion is."
-    return (f"The most probable class, {row.top1}, is benign, but {risky} together have probability {s:.2f}, at least {moderate:g}." if row.risk == 'Moderate' else
-            f"The most probable class, {row.top1}, is benign and {risky} together have probability {s:.2f}, below {moderate:g}; this does not rule anything out.")
+    "What the row's risk level means, in one or two sentences, with the probabilities and cut-offs behind it."
+    if rule is None or row.risk == NOT_ASSESSED: return "No risk level: the run of these models has no evaluated risk rule (results/risk_rule.json, chapter 06). The probabilities are shown; they are not a diagnosis."
+    pm, pk = (float(v[0]) for v in risk_scores(row[[f'p_{c}' for c in CLASSES]].to_numpy(float)[None]))
+    mel, ka = f"p(mel) = {pm:.2f}", f"p(bcc) + p(akiec) = {pk:.2f}"
+    if row.risk == RISK_LEVELS[0]: return (f"{mel} is at or above the cut-off {rule['t_mel']:.3f}, chosen to flag {rule['target_sensitivity']['mel']:.0%} of the melanomas of the run's "
+                                           f"out-of-fold lesions; this holds whatever the most probable class (here {row.top1}). Only a doctor can say what the lesion is.")
+    if row.risk == RISK_LEVELS[1]: return (f"{ka} is at or above the cut-off {rule['t_ka']:.3f} (chosen for {rule['target_sensitivity']['ka']:.0%} sensitivity), and {mel} is below "
+                                           f"{rule['t_mel']:.3f}: a less urgent flag for basal cell carcinoma or actinic keratosis. It does not exclude melanoma.")
+    return (f"{mel} is below {rule['t_mel']:.3f} and {ka} below {rule['t_ka']:.3f}. This does not exclude melanoma: even on the data the cut-off was chosen on, "
+            f"about {1 - rule['target_sensitivity']['mel']:.0%} of melanomas fall below it, and more may on other images.")
 
 @functools.cache
 def _caches()->tuple:
@@ -155,9 +160,9 @@ def _caches()->tuple:
     @st.cache_resource(show_spinner='Loading the fold models (once per server)...')
     def ensemble(folder:str, device:str)->tuple: return load_ensemble(Path(folder), device), threading.Lock()
     @st.cache_data(max_entries=64, show_spinner='Predicting...')
-    def analysis(folder:str, device:str, name:str, data:bytes, max_pixels:int, moderate:float)->dict:
+    def analysis(folder:str, device:str, name:str, data:bytes, max_pixels:int)->dict:
         ens, lock = ensemble(folder, device)
-        with lock: return analyse_upload(ens, name, data, max_pixels, moderate)
+        with lock: return analyse_upload(ens, name, data, max_pixels, load_risk_rule(run_of(Path(folder))))
     @st.cache_data(max_entries=64, show_spinner='Grad-CAM...')
     def class_png(folder:str, device:str, name:str, data:bytes, cls:str, p:float)->bytes:
         ens, lock = ensemble(folder, device)
@@ -180,9 +185,9 @@ def _evaluation_panel(folder:Path, card:dict):
     st.markdown(f"The report's chapters: [k-fold evaluation]({DOCS}kfold.html), [error analysis]({DOCS}error_analysis.html), [Grad-CAM checks]({DOCS}gradcam.html)"
                 + (f"; this run's rendered report: `{site}`." if site.is_file() else '.'))
 
-def _result(folder:Path, device:str, i:int, name:str, data:bytes, max_pixels:int, moderate:float):
+def _result(folder:Path, device:str, i:int, name:str, data:bytes, max_pixels:int, rule:dict|None):
     st.subheader(name)
-    try: res = _caches()[1](str(folder), device, name, data, max_pixels, moderate)
+    try: res = _caches()[1](str(folder), device, name, data, max_pixels)
     except CommandError as e: return st.error(str(e))
     r = res['row']; probs = {c.removeprefix('p_'): float(r[c]) for c in r.index if c.startswith('p_') and c[2:] in CLASS_NAMES}
     top3 = pd.DataFrame(dict(cls=[r.top1, r.top2, r.top3], name=[CLASS_NAMES.get(c, c) for c in (r.top1, r.top2, r.top3)],
@@ -192,7 +197,7 @@ def _result(folder:Path, device:str, i:int, name:str, data:bytes, max_pixels:int
     with c2:
         st.bar_chart(top3, x='class', y='probability', horizontal=True, sort=False, height=160)
         st.dataframe(top3, hide_index=True, column_config=dict(probability=st.column_config.NumberColumn(format='%.3f')))
-        dict(High=st.error, Moderate=st.warning, Low=st.success)[r.risk](f"**Risk: {r.risk}.** {risk_sentence(r, moderate)}")
+        {RISK_LEVELS[0]: st.error, RISK_LEVELS[1]: st.warning}.get(r.risk, st.info)(f"**Risk: {r.risk}.** {risk_sentence(r, rule)}")   # Not flagged is never green
     with c3:
         order = sorted(probs, key=probs.get, reverse=True)
         cls = st.selectbox('Grad-CAM of class', order, format_func=lambda c: f'{c} ({probs[c]:.2f})', key=f'cam-{i}-{name}')
@@ -204,7 +209,6 @@ def _result(folder:Path, device:str, i:int, name:str, data:bytes, max_pixels:int
 
 def page(run:str|None=None, # run or configuration folder (see `model_folder`); None: `default_run`
          max_pixels:int=25_000_000, # see `check_input`
-         moderate:float=0.2, # see `risk_level`
          device:str='cpu' # torch device
         ):
     "The Streamlit page: notice, models, evaluation panel, risk rule, uploader, and per image its results."
@@ -219,20 +223,21 @@ def page(run:str|None=None, # run or configuration folder (see `model_folder`); 
     elif not card['profile']: st.warning("The run that made these models is unknown (no provenance.json or results/kfold_metrics.json): its quality is unknown.")
     st.markdown(card_line(card))
     with st.expander('How was this model evaluated?'): _evaluation_panel(folder, card)
-    st.markdown(f"**{risk_rule(moderate)}** The rule summarises the probabilities of the malignant or pre-malignant classes "
-                f"({', '.join(f'{c}: {CLASS_NAMES[c]}' for c in RISKY)}); its {moderate:g} threshold is a convention of this tool, not a validated cut-off.")
+    rule = load_risk_rule(run_of(folder))
+    st.markdown(f"**{risk_rule(rule)}** " + (f"The cut-offs come from this run's out-of-fold predictions (`{RISK_RULE_FILE}` of run `{run_of(folder).name}`); chapter 06 ([error analysis]({DOCS}error_analysis.html)) "
+                "reports the sensitivity, specificity, PPV and number needed to excise they actually reach, with cut-offs chosen on other folds." if rule else ''))
     files = st.file_uploader('Dermoscopic images (JPEG or PNG)', type=['jpg', 'jpeg', 'png'], accept_multiple_files=True,
                              help='Each file is checked as melanoma-predict checks it, predicted in a temporary folder that is removed at once, and kept in memory only.')
-    for i, f in enumerate(files or []): _result(folder, device, i, f.name, f.getvalue(), max_pixels, moderate)
+    for i, f in enumerate(files or []): _result(folder, device, i, f.name, f.getvalue(), max_pixels, rule)
 
 # %% ../nbs/93_app.ipynb #3abda9b2
 PAGE_SCRIPT = "from melanoma_nbdev.app import page, page_options\npage(**page_options())\n"  # what `streamlit run` executes
 
 # %% ../nbs/93_app.ipynb #0962c3a9
-def check_app_options(port:int, max_upload_mb:int, max_pixels:int, moderate:float):
+def check_app_options(port:int, max_upload_mb:int, max_pixels:int):
     "A `CommandError` naming the first option out of range, or a port already in use."
     for ok, opt, fix in ((1024 <= port <= 65535, f'--port {port}', 'a port from 1024 to 65535'), (1 <= max_upload_mb <= 1000, f'--max-upload-mb {max_upload_mb}', 'from 1 to 1000'),
-                         (max_pixels >= 64*64, f'--max-pixels {max_pixels}', 'at least 4096'), (0 < moderate <= 1, f'--moderate {moderate}', 'in (0, 1]')):
+                         (max_pixels >= 64*64, f'--max-pixels {max_pixels}', 'at least 4096')):
         if not ok: raise CommandError(f"{opt} is out of range. Fix: give {fix}.")
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server binds: a port left in TIME_WAIT is free
@@ -253,15 +258,14 @@ def melanoma_app(run:str=None, # run folder (runs/<name>) or configuration folde
                  port:int=8501, # the local port (the page is at http://127.0.0.1:PORT)
                  max_upload_mb:int=20, # largest upload accepted, in megabytes
                  max_pixels:int=25_000_000, # largest image accepted (width*height)
-                 moderate:float=0.2, # summed mel+bcc+akiec probability from which the risk is Moderate
                  device:str='cpu' # torch device: cpu or cuda
                 ):
     "A local web page (Streamlit) for one lesion at a time: top-3 classes, risk level and Grad-CAM from a run's fold ensemble. Not a diagnosis."
     print(DISCLAIMER, flush=True)
-    try: check_app_options(port, max_upload_mb, max_pixels, moderate); folder = model_folder(run or default_run())
+    try: check_app_options(port, max_upload_mb, max_pixels); folder = model_folder(run or default_run())
     except CommandError as e: raise SystemExit(f'error: {e}')
     print(f'models: {folder}\npage: http://127.0.0.1:{port} (Ctrl-C stops it)', flush=True)
-    env = {**os.environ, _ENV['run']: str(folder), _ENV['max_pixels']: str(max_pixels), _ENV['moderate']: str(moderate), _ENV['device']: device,
+    env = {**os.environ, _ENV['run']: str(folder), _ENV['max_pixels']: str(max_pixels), _ENV['device']: device,
            'STREAMLIT_BROWSER_GATHER_USAGE_STATS': 'false'}
     with tempfile.TemporaryDirectory(prefix='melanoma-app-page-') as d:
         (script := Path(d)/'melanoma_app_page.py').write_text(PAGE_SCRIPT)

@@ -11,11 +11,12 @@ import numpy as np, pandas as pd
 from sklearn.metrics import roc_curve
 from .data import CLASSES
 from .kfold import sens_at_spec
-from .error_analysis import probs_of, per_class_table, lesion_bootstrap, threshold_at_specificity
+from .error_analysis import (probs_of, per_class_table, lesion_bootstrap, threshold_at_specificity, risk_rule_from_oof, risk_metrics, risk_table,
+                                            RISK_SENSITIVITY, CLINIC_PREVALENCE)
 
 # %% auto #0
 __all__ = ['HEADLINE_LOCKED', 'PER_CLASS_STATS', 'ISIC2018_TEST', 'fixed_operating_point', 'locked_frame', 'locked_metrics',
-           'evaluate_locked', 'class_table']
+           'evaluate_locked', 'locked_risk', 'class_table']
 
 # %% ../nbs/09_locked_test.ipynb #19b3a84f
 def fixed_operating_point(oof:pd.DataFrame, # pooled OOF predictions of HAM10000 (`y`, `p_<class>`), never test data
@@ -62,6 +63,18 @@ def evaluate_locked(oof:pd.DataFrame, # HAM10000 pooled OOF predictions (fixes t
     "The operating point (from `oof` only) and `locked_metrics` of `d` with image-bootstrap 95% intervals (`lesion_bootstrap`, one image per unit)."
     op = fixed_operating_point(oof, specificity)
     return op, lesion_bootstrap(d.assign(lesion_id=d.image_id), partial(locked_metrics, threshold=op['threshold']), n=n, seed=seed)
+
+# %% ../nbs/09_locked_test.ipynb #dd2ef1a5
+def locked_risk(oof:pd.DataFrame, # HAM10000 pooled OOF predictions (fix the cut-offs if `rule` is None)
+                d:pd.DataFrame, # the test table (`locked_frame`)
+                rule:dict|None=None, # the run's `risk_rule.json` (chapter 06); None: `risk_rule_from_oof(oof)`
+                n:int=1000, # bootstrap redraws
+                seed:int=0 # seed of the redraws
+               )->tuple:
+    "The risk rule (fixed on `oof` only) and chapter 06's `risk_metrics` of its cut-offs on `d`, with image-bootstrap 95% intervals (one image per unit)."
+    rule = risk_rule_from_oof(oof) if rule is None else rule
+    t = d.assign(lesion_id=d.image_id, t_mel=rule['t_mel'], t_ka=rule['t_ka'])
+    return rule, lesion_bootstrap(t, risk_metrics, n=n, seed=seed)
 
 # %% ../nbs/09_locked_test.ipynb #805a7bb2
 def class_table(ci:pd.DataFrame, # `evaluate_locked`'s intervals

@@ -21,39 +21,43 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 from .data import CLASSES, DataError, check_image, read_rgb, find_data, _rows
 from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
 from .gradcam import target_layer, overlay, _save_state, _restore_state
-from .error_analysis import per_class_table, ece, lesion_bootstrap
+from .error_analysis import per_class_table, ece, lesion_bootstrap, risk_levels, risk_metrics, RISK_LEVELS, RISK_SENSITIVITY
 from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256
 
 # %% auto #0
-__all__ = ['DISCLAIMER', 'RISKY', 'TRAIN_FIX', 'FOLD_FIX', 'MIN_SIDE', 'MAX_ASPECT', 'IMAGE_SUFFIXES', 'INPUT_FIX',
-           'LABEL_COLUMNS', 'LABELS_FIX', 'risk_level', 'risk_rule', 'CommandError', 'run_of', 'check_number',
-           'check_device', 'check_options', 'newest_trained_run', 'model_folder', 'load_ensemble', 'is_own_output',
-           'image_note', 'check_input', 'inspect_input', 'Inputs', 'image_files', 'check_inputs', 'EnsembleOutputs',
-           'TopClassLogit', 'ensemble_cam', 'image_dl', 'predict_images', 'top_k', 'predictions_frame', 'captioned',
-           'prediction_png', 'save_prediction_png', 'overlay_name', 'predict_to', 'prediction_line', 'unique_folder',
-           'check_out', 'run_predict', 'cli_main', 'melanoma_predict', 'read_labels', 'match_image', 'labelled_images',
-           'dx_metrics', 'mel_metrics', 'class_table', 'training_data', 'training_overlap', 'evaluate', 'image_metrics',
-           'lesion_level', 'bootstrap_cis', 'summary_md', 'default_out', 'run_evaluate', 'melanoma_evaluate',
-           'time_predict']
+__all__ = ['DISCLAIMER', 'RISK_RULE_FILE', 'NOT_ASSESSED', 'TRAIN_FIX', 'FOLD_FIX', 'MIN_SIDE', 'MAX_ASPECT', 'IMAGE_SUFFIXES',
+           'INPUT_FIX', 'LABEL_COLUMNS', 'LABELS_FIX', 'risk_level', 'risk_rule', 'CommandError', 'run_of',
+           'load_risk_rule', 'check_number', 'check_device', 'check_options', 'newest_trained_run', 'model_folder',
+           'load_ensemble', 'is_own_output', 'image_note', 'check_input', 'inspect_input', 'Inputs', 'image_files',
+           'check_inputs', 'EnsembleOutputs', 'TopClassLogit', 'ensemble_cam', 'image_dl', 'predict_images', 'top_k',
+           'predictions_frame', 'captioned', 'risk_caption', 'prediction_png', 'save_prediction_png', 'overlay_name',
+           'predict_to', 'prediction_line', 'unique_folder', 'check_out', 'run_predict', 'cli_main', 'melanoma_predict',
+           'read_labels', 'match_image', 'labelled_images', 'dx_metrics', 'mel_metrics', 'class_table', 'training_data',
+           'training_overlap', 'evaluate', 'image_metrics', 'rule_metrics', 'lesion_level', 'bootstrap_cis',
+           'summary_md', 'default_out', 'run_evaluate', 'melanoma_evaluate', 'time_predict']
 
 # %% ../nbs/08_predict.ipynb #b6abdeff
 DISCLAIMER = ("NOTICE: research software, not a medical device; its outputs are not a diagnosis. "
               "Anyone worried about a skin lesion should see a doctor.")
-RISKY = ('mel', 'bcc', 'akiec')  # the malignant or pre-malignant classes of HAM10000
+RISK_RULE_FILE = 'results/risk_rule.json'   # where chapter 06 writes a run's risk rule
+NOT_ASSESSED = 'Not assessed: no evaluated risk rule for these models'
 
 def risk_level(probs:np.ndarray, # (n, n_classes) probabilities
-               classes:list=CLASSES, # class names, in column order
-               moderate:float=0.2 # summed probability of mel, bcc and akiec from which a lesion is Moderate
+               rule:dict|None, # cut-offs `t_mel`, `t_ka` (`load_risk_rule`); None: the run has none
+               classes:list=CLASSES # class names, in column order
               )->list:
-    "High if the top class is mel, bcc or akiec; else Moderate if their summed probability reaches `moderate`; else Low."
-    idx = [classes.index(c) for c in RISKY]
-    high, risky = np.isin(probs.argmax(1), idx), probs[:, idx].sum(1)
-    return np.where(high, 'High', np.where(risky >= moderate - 1e-9, 'Moderate', 'Low')).tolist()
+    "Each row's level under `rule` (chapter 06's `risk_levels`); `NOT_ASSESSED` for every row without a rule."
+    if rule is None: return [NOT_ASSESSED] * len(probs)
+    return risk_levels(probs, rule['t_mel'], rule['t_ka'], classes).tolist()
 
-def risk_rule(moderate:float=0.2 # see `risk_level`
+def risk_rule(rule:dict|None # see `risk_level`
              )->str:
-    "The rule of `risk_level`, in one line."
-    return f"Risk: High if the top class is {', '.join(RISKY)}; else Moderate if p({') + p('.join(RISKY)}) >= {moderate:g}; else Low."
+    "The rule of `risk_level` in one line, or why there is none."
+    if rule is None: return (f"Risk: not assessed. These models' run has no {RISK_RULE_FILE}, which chapter 06 derives from its out-of-fold predictions; "
+                             "no unevaluated default is used. Fix: execute chapter 06 for this run.")
+    s = rule.get('target_sensitivity', {})
+    return (f"Risk: High (melanoma suspected) if p(mel) >= {rule['t_mel']:.4f}, whatever the top class; else Moderate (bcc/akiec suspected) if p(bcc) + p(akiec) >= {rule['t_ka']:.4f}; "
+            f"else Not flagged, which does not exclude melanoma. Cut-offs chosen on the run's out-of-fold lesions for sensitivity {s.get('mel', float('nan')):.2f} (melanoma) and {s.get('ka', float('nan')):.2f} (bcc/akiec).")
 
 # %% ../nbs/08_predict.ipynb #f7634c06
 class CommandError(ValueError):
@@ -91,11 +95,22 @@ def _main_name(run:Path)->str|None:
     main = _kfold_record(run).get('main')
     return main.replace(' ', '_') if isinstance(main, str) else None
 
+# %% ../nbs/08_predict.ipynb #365b4a7a
+def load_risk_rule(run:Path|str # a run folder (`run_of` of a configuration folder)
+                  )->dict|None:
+    "The run's risk rule (`RISK_RULE_FILE`: cut-offs `t_mel`, `t_ka`, checked), its path in `file`; None if the run has none; a `CommandError` if it is broken."
+    fn = Path(run)/RISK_RULE_FILE
+    if not fn.is_file(): return None
+    rule = _read_json(fn)
+    ok = all(isinstance(rule.get(k), (int, float)) and 0 <= rule[k] <= 1 for k in ('t_mel', 't_ka')) and rule.get('levels') == list(RISK_LEVELS)
+    if not ok: raise CommandError(f"{fn}: not a risk rule of this version (needs t_mel and t_ka in [0, 1] and the levels {list(RISK_LEVELS)}). Fix: execute chapter 06 for this run again, or delete the file (no risk level is then given).")
+    return dict(rule, file=str(fn))
+
 # %% ../nbs/08_predict.ipynb #c1a0e0a1
 MIN_SIDE = 32          # smallest image side accepted, in pixels: below it no lesion can be seen
 MAX_ASPECT = 3.0       # a longer side more than this many times the shorter one gets a note: the image is squished to a square
 
-def check_number(option:str, # the option's name, e.g. 'moderate'
+def check_number(option:str, # the option's name, e.g. 'max_pixels'
                  value, # its value
                  lo:float, # smallest value accepted
                  hi:float, # largest value accepted
@@ -119,14 +134,13 @@ def check_device(device:str # 'cpu', 'cuda', 'cuda:N' or 'auto'
     if ':' in d and int(d[5:]) >= torch.cuda.device_count(): raise CommandError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s). Fix: use --device cuda:0 or --device cpu.")
     return d
 
-def check_options(moderate:float=0.2, # see `risk_level`
-                  max_pixels:int=25_000_000, # see `check_input`
+def check_options(max_pixels:int=25_000_000, # see `check_input`
                   bs:int=16, # batch size
                   device:str='cpu', # torch device
                   n_boot:int=0 # bootstrap resamples (0: none)
                  )->dict:
     "Every numeric option checked (finite, in range) and the device checked, before any work."
-    return dict(moderate=check_number('moderate', moderate, 0.01, 1), max_pixels=check_number('max_pixels', max_pixels, MIN_SIDE**2, 500_000_000, True),
+    return dict(max_pixels=check_number('max_pixels', max_pixels, MIN_SIDE**2, 500_000_000, True),
                 bs=check_number('bs', bs, 1, 1024, True), device=check_device(device), n_boot=check_number('n_boot', n_boot, 0, 100_000, True))
 
 # %% ../nbs/08_predict.ipynb #37e1966e
@@ -346,13 +360,13 @@ def top_k(probs:np.ndarray, # (n, n_classes) probabilities
 def predictions_frame(paths:list, # the image files
                       probs:np.ndarray, # their probabilities (`predict_images`)
                       classes:list=CLASSES, # class names, in column order
-                      moderate:float=0.2, # see `risk_level`
+                      rule:dict|None=None, # the run's risk rule (`load_risk_rule`); None: no risk level
                       notes:dict|None=None, # path -> `image_note`
                       model_warning:str='' # what the user must know about the models (smoke run, incomplete ensemble)
                      )->pd.DataFrame:
     "One row per image: file, top-3, risk level, every class's probability, its note, the models' warning and the notice."
     notes = notes or {}
-    return pd.concat([pd.DataFrame(dict(file=[str(p) for p in paths])), top_k(probs, classes), pd.DataFrame(dict(risk=risk_level(probs, classes, moderate))),
+    return pd.concat([pd.DataFrame(dict(file=[str(p) for p in paths])), top_k(probs, classes), pd.DataFrame(dict(risk=risk_level(probs, rule, classes))),
                       pd.DataFrame(probs, columns=[f'p_{c}' for c in classes])], axis=1).assign(
         image_note=[notes.get(p, notes.get(Path(p), '')) for p in paths], model_warning=model_warning, notice=DISCLAIMER)
 
@@ -368,6 +382,12 @@ def captioned(img:np.ndarray, # RGB image, uint8 (H, W, 3)
     for i, s in enumerate(lines): draw.text((3, img.shape[0] + 2 + i * lh), s, fill='black', font=font)
     return out
 
+def risk_caption(level:str # a risk level (`RISK_LEVELS`, or `NOT_ASSESSED`)
+                )->list:
+    "The level as two short caption lines: 'risk: <level>' and what it means."
+    head, _, tail = level.partition(': ')
+    return [f'risk: {head}'] + ([tail] if tail else [])
+
 def prediction_png(path:Path, # the image file
                    heat:np.ndarray, # its Grad-CAM map
                    row:pd.Series # its row of `predictions_frame`
@@ -375,7 +395,7 @@ def prediction_png(path:Path, # the image file
     "The Grad-CAM overlay of one image (read as shown, `read_rgb`) with its prediction and the notice (also in its 'Disclaimer' text chunk), as PNG bytes."
     info = PngImagePlugin.PngInfo(); info.add_text('Disclaimer', DISCLAIMER); info.add_text('Prediction', f'{row.top1} {row.p_top1:.3f}, risk {row.risk}')
     buf = io.BytesIO()
-    captioned(overlay(read_rgb(path), heat), [f'Grad-CAM of {row.top1} ({row.p_top1:.2f}); risk {row.risk}', 'Research software, not a diagnosis']).save(buf, format='PNG', pnginfo=info)
+    captioned(overlay(read_rgb(path), heat), [f'Grad-CAM of {row.top1} ({row.p_top1:.2f})', *risk_caption(row.risk), 'Research software, not a diagnosis']).save(buf, format='PNG', pnginfo=info)
     return buf.getvalue()
 
 def save_prediction_png(path:Path, # the image file
@@ -396,7 +416,7 @@ def predict_to(ens:FoldEnsemble, # the fold models
                paths:list, # checked image files
                out:Path, # folder for predictions.csv (and the overlays)
                gradcam:bool=False, # write a Grad-CAM overlay PNG per image
-               moderate:float=0.2, # see `risk_level`
+               rule:dict|None=None, # see `risk_level`
                bs:int=16, # batch size
                progress:bool=False, # show a progress bar
                written:list|None=None # if given, gets each file written, as soon as it is complete
@@ -404,7 +424,7 @@ def predict_to(ens:FoldEnsemble, # the fold models
     "Predict `paths` with `ens` and write `predictions.csv` (and `overlay_name` per image) into `out`; the caller checked `out` (`check_out`)."
     written = [] if written is None else written
     probs, heat = predict_images(ens, paths, gradcam, bs, progress)
-    pred = predictions_frame(paths, probs, ens.classes, moderate, getattr(paths, 'notes', None), '; '.join(getattr(ens, 'notes', [])))
+    pred = predictions_frame(paths, probs, ens.classes, rule, getattr(paths, 'notes', None), '; '.join(getattr(ens, 'notes', [])))
     if gradcam:
         pngs = []
         for p, h, (_, r) in zip(paths, heat, pred.iterrows()): pngs.append(str(save_prediction_png(p, h, r, Path(out)/overlay_name(p)))); written.append(pngs[-1])
@@ -449,7 +469,6 @@ def run_predict(images:list, # image files, or folders of images
                 run:Path|str|None=None, # run or configuration folder (see `model_folder`); None: runs/latest
                 out:Path|str|None=None, # output folder; None: a new predictions/<UTC timestamp>/
                 gradcam:bool=False, # also write Grad-CAM overlays
-                moderate:float=0.2, # see `risk_level`
                 device:str='cpu', # torch device
                 max_pixels:int=25_000_000, # see `check_input`
                 echo=print, # where the lines go
@@ -458,8 +477,8 @@ def run_predict(images:list, # image files, or folders of images
                 force:bool=False, # replace earlier outputs in `out`
                 written:list|None=None # if given, gets each file written
                )->pd.DataFrame:
-    "`melanoma-predict` as a function: check options, output folder and inputs, load the ensemble, predict, write, print."
-    o = check_options(moderate, max_pixels, bs, device)
+    "`melanoma-predict` as a function: check options, output folder and inputs, load the ensemble and the run's risk rule, predict, write, print."
+    o = check_options(max_pixels, bs, device)
     out = Path(out) if out else unique_folder('predictions', _stamp())
     check_out(out)
     paths = check_inputs(images, o['max_pixels'], exclude=(out,))
@@ -467,11 +486,13 @@ def run_predict(images:list, # image files, or folders of images
     stems = pd.Series([overlay_name(p) for p in paths])
     if gradcam and stems.duplicated().any(): raise CommandError(f"Inputs share the name(s) {sorted(s.removesuffix('_gradcam.png') for s in set(stems[stems.duplicated()]))}, so their overlays would overwrite each other. Fix: predict them in separate runs with separate --out.")
     check_out(out, ['predictions.csv', *(stems if gradcam else [])], force)
-    ens = load_ensemble(model_folder(run), o['device'])
+    mf = model_folder(run)
+    rule = load_risk_rule(run_of(mf))
+    ens = load_ensemble(mf, o['device'])
     for s in ens.notes: echo(f'warning: {s}')
     for s in notes + paths.messages: echo(f'note: {s}')
-    pred = predict_to(ens, paths, out, gradcam, o['moderate'], o['bs'], progress=progress, written=written)
-    echo(risk_rule(o['moderate']))
+    pred = predict_to(ens, paths, out, gradcam, rule, o['bs'], progress=progress, written=written)
+    echo(risk_rule(rule))
     for _, r in pred.iterrows(): echo(prediction_line(r))
     echo(f"written: {out/'predictions.csv'}" + (f' and {len(pred)} Grad-CAM overlays' if gradcam else ''))
     return pred
@@ -494,14 +515,13 @@ def melanoma_predict(images:Annotated[str, "image files, or folders of images", 
                      run:str=None, # run folder (runs/<name>) or configuration folder with fold*/ (default: runs/latest)
                      out:str=None, # folder for predictions.csv and the overlays (default: a new predictions/<UTC timestamp>/)
                      gradcam:bool=False, # also write a Grad-CAM overlay PNG per image
-                     moderate:float=0.2, # summed mel+bcc+akiec probability from which the risk is Moderate, in [0.01, 1]
                      device:str='cpu', # torch device: cpu or cuda
                      max_pixels:int=25_000_000, # largest image accepted (width*height)
                      bs:int=16, # batch size, 1-1024
                      force:bool=False # replace predictions.csv and overlays already in --out
                     ):
     "Top-3 classes, risk level and optionally a Grad-CAM overlay per image, from the fold ensemble of a run. Not a diagnosis."
-    cli_main(run_predict, images=images, run=run, out=out, gradcam=gradcam, moderate=moderate, device=device, max_pixels=max_pixels, bs=bs, force=force)
+    cli_main(run_predict, images=images, run=run, out=out, gradcam=gradcam, device=device, max_pixels=max_pixels, bs=bs, force=force)
 
 # %% ../nbs/08_predict.ipynb #df896e9b
 LABEL_COLUMNS = ('image_id', 'dx', 'melanoma', 'lesion_id')
@@ -667,22 +687,37 @@ def training_overlap(paths:list, # evaluated image files
 def evaluate(ens:FoldEnsemble, # the fold models
              labelled:pd.DataFrame, # from `labelled_images`
              bs:int=32, # batch size
-             progress:bool=False # show a progress bar
+             progress:bool=False, # show a progress bar
+             rule:dict|None=None # the run's risk rule (`load_risk_rule`)
             )->tuple:
     "Metrics of `ens` on the labelled images, their per-class table (None for melanoma labels) and the probabilities."
     probs, _ = predict_images(ens, labelled.path.tolist(), bs=bs, progress=progress)
-    return *image_metrics(labelled, probs, ens.classes), probs
+    return *image_metrics(labelled, probs, ens.classes, rule=rule), probs
 
 def image_metrics(labelled:pd.DataFrame, # labels (`dx` or `melanoma`, `attrs['task']`)
                   probs:np.ndarray, # their probabilities
                   classes:list=CLASSES, # class names, in column order
-                  table:bool=True # also the per-class table
+                  table:bool=True, # also the per-class table
+                  rule:dict|None=None # the run's risk rule: adds its per-level metrics (`risk_metrics`)
                  )->tuple:
-    "Metrics of `probs` against the labels, and the per-class table (None for melanoma labels, or if not `table`)."
+    "Metrics of `probs` against the labels (with the risk rule's, `rule ...`), and the per-class table (None for melanoma labels, or if not `table`)."
     mel, pred = classes.index('mel'), probs.argmax(1)
-    if labelled.attrs['task'] == 'melanoma': return dict(n=len(probs), **mel_metrics(labelled.melanoma.to_numpy() == '1', probs[:, mel], pred == mel)), None
+    if labelled.attrs['task'] == 'melanoma':
+        is_mel = labelled.melanoma.to_numpy() == '1'
+        return dict(n=len(probs), **mel_metrics(is_mel, probs[:, mel], pred == mel), **rule_metrics(np.where(is_mel, mel, classes.index('nv')), probs, rule, melanoma_only=True)), None
     y = labelled.dx.map(classes.index).to_numpy()
-    return dict(n=len(y), **dx_metrics(y, probs, classes), **mel_metrics(y == mel, probs[:, mel], pred == mel)), class_table(y, probs, classes) if table else None
+    return dict(n=len(y), **dx_metrics(y, probs, classes), **mel_metrics(y == mel, probs[:, mel], pred == mel), **rule_metrics(y, probs, rule)), class_table(y, probs, classes) if table else None
+
+def rule_metrics(y:np.ndarray, # true class index per row
+                 probs:np.ndarray, # their probabilities
+                 rule:dict|None, # the run's risk rule; None: no metrics
+                 melanoma_only:bool=False # labels say melanoma or not only: keep the melanoma flag's metrics and the level shares
+                )->dict:
+    "Chapter 06's `risk_metrics` of the rule's fixed cut-offs on these rows, keys prefixed 'rule '; {} without a rule."
+    if rule is None: return {}
+    d = pd.concat([pd.DataFrame(dict(y=y, t_mel=rule['t_mel'], t_ka=rule['t_ka'])), pd.DataFrame(probs, columns=[f'p_{c}' for c in CLASSES])], axis=1)
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); m = risk_metrics(d)
+    return {f'rule {k}': v for k, v in m.items() if not melanoma_only or k.startswith(('mel:', 'share'))}
 
 def lesion_level(labelled:pd.DataFrame, # labels with `lesion_id` (one label per lesion, `read_labels`)
                  probs:np.ndarray # the images' probabilities
@@ -696,7 +731,8 @@ def bootstrap_cis(labelled:pd.DataFrame, # labels, with `lesion_id` for the lesi
                   probs:np.ndarray, # their probabilities
                   classes:list=CLASSES, # class names, in column order
                   n:int=1000, # resamples
-                  seed:int=0 # seed of the resampling
+                  seed:int=0, # seed of the resampling
+                  rule:dict|None=None # the run's risk rule: its metrics get intervals too
                  )->dict:
     "Percentile 95% CIs of `image_metrics`, resampling lesions (with all their images; chapter 06's `lesion_bootstrap`) where `lesion_id` is given, else images."
     level = 'lesion' if 'lesion_id' in labelled.columns else 'image'
@@ -704,7 +740,7 @@ def bootstrap_cis(labelled:pd.DataFrame, # labels, with `lesion_id` for the lesi
     if level == 'image': d = d.assign(lesion_id=d._i.astype(str))
     def metric(s):
         s = s.copy(); s.attrs = dict(task=labelled.attrs['task'])
-        m, _ = image_metrics(s, probs[s._i.to_numpy()], classes, table=False)
+        m, _ = image_metrics(s, probs[s._i.to_numpy()], classes, table=False, rule=rule)
         return {k: v for k, v in m.items() if isinstance(v, float)}
     with redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter('ignore'); b = lesion_bootstrap(d, metric, n, seed)
@@ -726,6 +762,9 @@ def summary_md(res:dict # the content of metrics.json
              f"Models: {mod['arch']}, folds {mod['folds']}, {mod['img_size']} px, weights: {mod['weights']}; run profile {mod['trained_profile'] or 'unknown'} ({mod['folder']}).",
              f"Data: {m['n']} labelled images in {d['folder']} ({d['n_unlabelled']} unlabelled images ignored), labels {d['labels']} (`{d['task']}`, sha256 {d['labels_sha256'][:12]}).",
              f"Run: {res['date_utc']}, git {res['git_commit']}, {res['hardware']['cpu']}, GPU: {res['hardware']['gpu']}.", '',
+             (f"Risk rule (fixed on the run's HAM10000 out-of-fold lesions, never on these images): High if p(mel) >= {res['risk_rule']['t_mel']:.4f}, else Moderate if p(bcc) + p(akiec) >= {res['risk_rule']['t_ka']:.4f}, else Not flagged; "
+              "its metrics are the `rule ...` rows (mel: High for melanoma; ka: the bcc/akiec flag; any: either flag for mel/bcc/akiec; ppv/nne_clinic at an assumed clinic prevalence)." if res.get('risk_rule') else
+              'Risk rule: none (the run has no results/risk_rule.json), so no `rule ...` metrics.'), '',
              (f"95% CIs: percentile bootstrap over {b['n_units']} {b['level']}s ({b['n_resamples']} resamples{', all images of a lesion together' if b['level'] == 'lesion' else '; no lesion_id given, so images of one lesion count as independent'})." if b else 'No bootstrap CIs (--n-boot 0).'), '',
              '| metric | value | 95% CI |', '|---|---|---|', *[f'| {k} | {fmt(v)} | {cis(k).strip()} |' for k, v in m.items()]]
     if res.get('lesion_metrics'): lines += ['', "Lesion level (the mean probabilities of a lesion's images, one decision per lesion):", '',
@@ -763,18 +802,20 @@ def run_evaluate(folder:Path|str, # the image folder
     out = Path(out) if out else default_out(mf, Path(folder))
     lab = labelled_images(read_labels(labels), folder, labels, o['max_pixels'], exclude=(out,))
     check_out(out, ['metrics.json', 'summary.md'], force)
-    ens = load_ensemble(mf, o['device'])
+    ens, rule = load_ensemble(mf, o['device']), load_risk_rule(run_of(mf))
     overlap = training_overlap(lab.path.tolist(), training_data(mf))
     warns = list(ens.notes) + ([f"{len(overlap['identical'])} evaluated image(s) are byte-identical to HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['identical'][0]}: the metrics are optimistic"] if overlap['identical'] else []) \
             + ([f"{len(overlap['same_id'])} evaluated image(s) share an image_id with HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['same_id'][0]}: the metrics may be optimistic"] if overlap['same_id'] else [])
     for w in warns: echo(f'warning: {w}')
     for s in lab.attrs['notes']: echo(f'note: {s}')
+    echo(risk_rule(rule))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        m, per_class, probs = evaluate(ens, lab, bs=o['bs'], progress=progress)
-    boot = bootstrap_cis(lab, probs, ens.classes, o['n_boot']) if o['n_boot'] else None
-    lesion_m = image_metrics(*lesion_level(lab, probs), ens.classes, table=False)[0] if 'lesion_id' in lab.columns else None
-    res = dict(notice=DISCLAIMER, warnings=warns, metrics=m, bootstrap=boot, lesion_metrics=lesion_m, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')),
+        m, per_class, probs = evaluate(ens, lab, bs=o['bs'], progress=progress, rule=rule)
+    boot = bootstrap_cis(lab, probs, ens.classes, o['n_boot'], rule=rule) if o['n_boot'] else None
+    lesion_m = image_metrics(*lesion_level(lab, probs), ens.classes, table=False, rule=rule)[0] if 'lesion_id' in lab.columns else None
+    res = dict(notice=DISCLAIMER, warnings=warns, risk_rule=None if rule is None else {k: rule.get(k) for k in ('t_mel', 't_ka', 'levels', 'target_sensitivity', 'clinic_prevalence_assumed', 'chosen_on', 'file')},
+               metrics=m, bootstrap=boot, lesion_metrics=lesion_m, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')),
                models=_model_info(mf, ens), training_overlap=overlap,
                data=dict(folder=str(Path(folder).resolve()), labels=str(Path(labels).resolve()), labels_sha256=file_sha256(labels), task=lab.attrs['task'], n_unlabelled=lab.attrs['n_unlabelled'],
                          notes=lab.attrs['notes'], image_notes=lab.attrs['image_notes']),

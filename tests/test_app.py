@@ -75,7 +75,7 @@ def test_upload_gives_the_classes_of_melanoma_predict(runs, monkeypatch, tmp_pat
         assert list(top3['class']) == [row.top1, row.top2, row.top3]
         np.testing.assert_allclose(top3.probability.to_numpy(), row[['p_top1', 'p_top2', 'p_top3']].to_numpy(float), atol=1e-6)
         assert top3.probability.is_monotonic_decreasing
-    risks = [e.value for e in (*at.error, *at.warning, *at.success) if e.value.startswith('**Risk:')]
+    risks = [e.value for e in (*at.error, *at.warning, *at.info, *at.success) if e.value.startswith('**Risk:')]
     assert sorted(v.split('.')[0].removeprefix('**Risk: ') for v in risks) == sorted(ref.risk)
     assert [s.label for s in at.selectbox] == ['Grad-CAM of class'] * 2 and at.selectbox[0].value == ref.top1[0]
     at.selectbox[0].set_value(ref.top3[0]).run()       # the Grad-CAM of another class
@@ -107,7 +107,7 @@ def test_without_models(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e: melanoma_app(run=str(tmp_path/'empty'))
     assert str(e.value).startswith('error: ') and 'holds no trained fold models' in str(e.value) and 'make report' in str(e.value)
     assert capsys.readouterr().out.startswith(DISCLAIMER)
-    with pytest.raises(SystemExit, match='--moderate 2.0 is out of range'): melanoma_app(run=str(tmp_path/'empty'), moderate=2.0)
+    with pytest.raises(SystemExit, match='--max-pixels 100 is out of range'): melanoma_app(run=str(tmp_path/'empty'), max_pixels=100)
 
 
 def free_port() -> int:

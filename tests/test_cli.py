@@ -14,7 +14,8 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from melanoma_nbdev.data import CLASSES, make_synthetic, load_dataset, add_folds
 from melanoma_nbdev.kfold import run_kfold, FoldEnsemble, ensemble_predict
 from melanoma_nbdev.profiles import load_profile, save_json
-from melanoma_nbdev.predict import DISCLAIMER, CommandError, run_predict, run_evaluate, risk_rule, risk_level
+from melanoma_nbdev.predict import DISCLAIMER, NOT_ASSESSED, RISK_RULE_FILE, CommandError, run_predict, run_evaluate, risk_rule, risk_level
+from melanoma_nbdev.error_analysis import RISK_LEVELS, RISK_SENSITIVITY
 
 BIN = Path(sys.executable).parent
 
@@ -54,18 +55,37 @@ def test_predict_end_to_end(trained, tmp_path):
     r = cli('melanoma-predict', *imgs, '--run', run, '--out', out, '--gradcam')
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert lines[0] == DISCLAIMER and lines[1].startswith('warning: the models come from a SMOKE run') and lines[2] == risk_rule()
+    assert lines[0] == DISCLAIMER and lines[1].startswith('warning: the models come from a SMOKE run') and lines[2] == risk_rule(None)   # the run has no risk_rule.json: one line says so, no level is made up
     for line, img in zip(lines[3:6], imgs):
-        assert re.fullmatch(rf'{re.escape(img)}: (\w+) [01]\.\d\d, (\w+) [01]\.\d\d, (\w+) [01]\.\d\d \| risk (High|Moderate|Low)', line), line
+        assert re.fullmatch(rf'{re.escape(img)}: (\w+) [01]\.\d\d, (\w+) [01]\.\d\d, (\w+) [01]\.\d\d \| risk {re.escape(NOT_ASSESSED)}', line), line
     pred = pd.read_csv(out/'predictions.csv')
     probs = pred[[f'p_{c}' for c in CLASSES]].to_numpy()
     # the script's probabilities are the fold ensemble's, as chapter 05 computes them
     ref = ensemble_predict(FoldEnsemble(run/'kfold'/'tf_efficientnet_lite0_ce'), imgs)[CLASSES].to_numpy()
     np.testing.assert_allclose(probs, ref, atol=1e-5)
-    assert pred.top1.tolist() == [CLASSES[i] for i in probs.argmax(1)] and pred.risk.tolist() == risk_level(probs)
+    assert pred.top1.tolist() == [CLASSES[i] for i in probs.argmax(1)] and pred.risk.tolist() == risk_level(probs, None)
     assert (pred.notice == DISCLAIMER).all() and pred.model_warning.str.contains('SMOKE run').all()
     for png in pred.gradcam:
         with Image.open(png) as im: assert im.info['Disclaimer'] == DISCLAIMER and im.width == 200
+
+
+def test_predict_applies_the_runs_risk_rule(trained, tmp_path):
+    "With chapter 06's risk_rule.json in the run, the levels are the rule's on the ensemble's probabilities, printed and in the CSV."
+    run, df = trained
+    imgs, fn = df.path.iloc[:4].tolist(), run/RISK_RULE_FILE
+    probs = ensemble_predict(FoldEnsemble(run/'kfold'/'tf_efficientnet_lite0_ce'), imgs)[CLASSES].to_numpy()
+    pm = probs[:, CLASSES.index('mel')]
+    rule = dict(t_mel=float(np.median(pm)), t_ka=0.0, levels=list(RISK_LEVELS), target_sensitivity=dict(RISK_SENSITIVITY))   # half High, the rest Moderate
+    save_json(rule, fn)
+    try:
+        r = cli('melanoma-predict', *imgs, '--run', run, '--out', tmp_path/'pred')
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.strip().splitlines()
+        assert lines[2] == risk_rule(dict(rule, file=str(fn))) and lines[2].startswith('Risk: High (melanoma suspected) if p(mel) >= ')
+        pred = pd.read_csv(tmp_path/'pred'/'predictions.csv')
+        assert pred.risk.tolist() == [RISK_LEVELS[0] if p >= rule['t_mel'] else RISK_LEVELS[1] for p in pm]
+        assert all(line.endswith(f'| risk {lv}') for line, lv in zip(lines[3:7], pred.risk))
+    finally: fn.unlink()
 
 
 def test_predict_bad_inputs_name_each_file(trained, tmp_path):
