@@ -6,20 +6,22 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/architectures.html.md"""
 
 # %% ../nbs/04_architectures.ipynb #a74a41de
 from __future__ import annotations
-import contextlib, ctypes, gc, json, threading, time
+import contextlib, ctypes, gc, json, threading, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.basics import AttrDict
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, balanced_accuracy_score, roc_auc_score
 from .data import CLASSES, decode_images
 from .models import create_backbone, Classifier, WeightsError
 from .kfold import multiclass_metrics, train_fold
+from .error_analysis import lesion_level, paired_bootstrap, probs_of
 from .profiles import resolve_device
 
 # %% auto #0
 __all__ = ['start_weights', 'candidates', 'count_macs', 'peak_rss_growth', 'throughput', 'peak_train_memory', 'measure_arch',
-           'fold_metrics', 'train_candidate', 'compare', 'pareto_front', 'choose_arch', 'lr_bs_grid', 'recipe_compare']
+           'fold_metrics', 'train_candidate', 'cand_dir', 'compare', 'pareto_front', 'choose_arch', 'lr_bs_grid',
+           'recipe_compare', 'pair_metrics', 'paired_vs', 'diff_text']
 
 # %% ../nbs/04_architectures.ipynb #fa14e927
 def start_weights(arch:str, # timm model name
@@ -155,6 +157,12 @@ def train_candidate(df:pd.DataFrame, # the profile's table with `fold` and `path
                 split=cfg['split'], **fold_metrics(pd.read_csv(d/'oof.csv')))
 
 # %% ../nbs/04_architectures.ipynb #825dceeb
+def cand_dir(out:Path, # folder of the candidates' folders
+             name:str # the candidate's row name, e.g. 'tf_efficientnet_lite0 (scratch)'
+            )->Path:
+    "The folder `compare` trains candidate `name` in (its scored predictions: `fold0/oof.csv`)."
+    return Path(out)/name.replace(' ', '_').replace('(', '').replace(')', '')
+
 def compare(df:pd.DataFrame, # the profile's table with `fold` and `path`
             P, # run profile
             out:Path, # folder of the candidates' folders
@@ -171,7 +179,7 @@ def compare(df:pd.DataFrame, # the profile's table with `fold` and `path`
     for name, (arch, want) in progress_bar(list(cands.items()), leave=False):
         print(f'--- {name}', flush=True)
         pre, src = start_weights(arch, want)
-        fit = train_candidate(df, P, Path(out)/name.replace(' ', '_').replace('(', '').replace(')', ''), arch, pre, lr=lr, lr_iters=lr_iters, images=images, quiet=quiet)
+        fit = train_candidate(df, P, cand_dir(out, name), arch, pre, lr=lr, lr_iters=lr_iters, images=images, quiet=quiet)
         rows.append(dict(model=name, arch=arch, pretrained=pre, weights=src, **measure_arch(arch, P.img_size, P.bs, n_time, dev), **fit))
     return pd.DataFrame(rows).set_index('model')
 
@@ -227,3 +235,42 @@ def recipe_compare(df:pd.DataFrame, # a table with `fold` (the inner split: 0 is
         r = train_candidate(df, P, Path(out)/f'lr_mult{m:g}', arch, True, lr=lr, lr_mult=m, images=images, quiet=quiet)
         rows.append(dict(lr_mult=float(m), head_lr=r['lr']/2, backbone_lr=r['lr']/2/m, **r))
     return pd.DataFrame(rows)
+
+# %% ../nbs/04_architectures.ipynb #pv000002
+def pair_metrics(d:pd.DataFrame # one row per lesion (or image): `y` and `p_<class>` columns
+                )->dict:
+    "Balanced accuracy of the top class and melanoma AUC (NaN without both melanomas and others), the metrics the comparisons rank on."
+    y, p, mel = d.y.to_numpy(), probs_of(d), CLASSES.index('mel')
+    with warnings.catch_warnings():  # a class predicted but absent from `y` (small samples) only warns
+        warnings.simplefilter('ignore')
+        ba = balanced_accuracy_score(y, p.argmax(1))
+    return dict(balanced_accuracy=ba, mel_auc=roc_auc_score(y == mel, p[:, mel]) if 0 < (y == mel).sum() < len(y) else np.nan)
+
+def paired_vs(preds:dict, # name -> predictions of the same images: `image_id`, `lesion_id`, `y`, `fold`, `p_<class>` (as `train_fold` writes)
+              ref:str, # the entry every other one is compared with
+              metric=pair_metrics, # table -> dict of floats, higher is better
+              level:str='lesion', # 'lesion': one row per lesion, its images' mean probabilities (`lesion_level`); 'image': one row per image
+              n:int=1000, # bootstrap redraws of lesions
+              seed:int=0 # seed of the redraws (the same lesions for every comparison)
+             )->pd.DataFrame:
+    "Each entry against `ref`: `metric` of both, the difference entry - ref, its paired lesion-bootstrap 95% CI and the verdict."
+    if ref not in preds: raise ValueError(f"The reference {ref!r} is not among the predictions compared ({', '.join(map(repr, preds))}).")
+    if level not in ('lesion', 'image'): raise ValueError(f"Unknown level {level!r}; use 'lesion' or 'image'.")
+    base = preds[ref].reset_index(drop=True)
+    def prep(name, o):
+        if len(o) != len(base) or set(o.image_id) != set(base.image_id):
+            raise ValueError(f"{name!r} and {ref!r} predict different images: a paired comparison needs the same images on both sides.")
+        o = o.set_index('image_id').loc[base.image_id].reset_index()  # the same images, in the same order
+        return lesion_level(o, kinds=('p',)) if level == 'lesion' else o
+    tabs = {name: paired_bootstrap(prep(name, o), prep(ref, base), metric, n, seed, names=(name, ref)).set_axis(['value', 'reference', 'difference', 'lo', 'hi', 'n_used', 'verdict'], axis=1)
+            for name, o in preds.items() if name != ref}
+    if not tabs: return pd.DataFrame(columns=['value', 'reference', 'difference', 'lo', 'hi', 'n_used', 'verdict'])
+    return pd.concat(tabs, names=['compared with ' + ref, 'metric'])
+
+def diff_text(pv:pd.DataFrame, # `paired_vs`'s table
+              name:str, # the entry compared
+              metric:str='balanced_accuracy' # one of the table's metrics
+             )->str:
+    "One comparison as text: the difference, its 95% CI and the verdict, e.g. '+0.012 (-0.030 to +0.051: no measurable difference)'."
+    r = pv.loc[(name, metric)]
+    return f"{r.difference:+.3f} ({r.lo:+.3f} to {r.hi:+.3f}: {r.verdict})" if r.verdict != 'not estimable' else f"{r.difference:+.3f} (not estimable)"
