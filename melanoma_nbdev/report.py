@@ -13,14 +13,15 @@ from fastcore.script import call_parse
 from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError)
 
 # %% auto #0
-__all__ = ['RUN_NAME', 'RESERVED', 'DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE', 'SEARCH_NOTE',
-           'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute',
-           'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'unlink', 'smoke_banner', 'data_note', 'clean_nb',
-           'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image',
-           'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows', 'md_table', 'front_page',
-           'callouts_typst', 'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site',
-           'readme_text', 'melanoma_readme', 'read_provenance', 'check_resume', 'check_data', 'has_models',
-           'point_latest', 'run_report', 'render_run', 'parse_sets', 'run_folder', 'melanoma_report']
+__all__ = ['RUN_NAME', 'RESERVED', 'DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE', 'FRONT_METRICS',
+           'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run',
+           'new_run_dir', 'execute', 'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'unlink', 'smoke_banner',
+           'data_note', 'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table',
+           'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows',
+           'md_table', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf', 'pdf_layout_problems',
+           'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance', 'check_resume',
+           'check_data', 'has_models', 'point_latest', 'run_report', 'pdf_chapters', 'render_run', 'parse_sets',
+           'run_folder', 'melanoma_report']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -480,7 +481,7 @@ def output_md(o:dict, # one output of a cleaned code cell
         if mime in d:
             b, ext, w, h = compress_image(base64.b64decode(d[mime])); f = media/f'{hashlib.sha1(b).hexdigest()[:16]}.{ext}'
             media.mkdir(parents=True, exist_ok=True); f.write_bytes(b)
-            cm = min(17, w / 150 * 2.54, 12 * w / h)  # 150 dpi, at most the text width and 12 cm high
+            cm = min(17, w / 150 * 2.54, 10 * w / h)  # 150 dpi, at most the text width and 10 cm high
             return f'![{cap}]({media.name}/{f.name}){{width={round(cm / 17 * 100)}%}}'
     md = ''.join(d.get('text/markdown', ''))
     if md: return '' if md.lstrip().startswith('| run |') else typo(md)
@@ -538,40 +539,36 @@ REFERENCES = [
     "Winkler J. K., Fink C., Toberer F., et al. (2019). Association between surgical skin markings in dermoscopic images and diagnostic performance of a deep learning convolutional neural network for melanoma recognition. *JAMA Dermatology* 155(10), 1135-1141.",
     "Zhou B., Khosla A., Lapedriza A., Oliva A., Torralba A. (2016). Learning deep features for discriminative localization. *Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)*, 2921-2929."]
 
-HEADLINE = ('balanced_accuracy', 'accuracy', 'macro_auc', 'mel_auc', 'mel_sens_at_80_spec', 'mel_sens_at_90_spec')  # k-fold metrics on the front page
+HEADLINE = ('balanced_accuracy', 'accuracy', 'macro_auc', 'mel_auc', 'mel_sens_at_80_spec', 'mel_sens_at_90_spec')  # k-fold metrics (runs without chapter 6)
+FRONT_METRICS = {'balanced_accuracy': 'balanced accuracy', 'accuracy': 'accuracy', 'macro_auc': 'macro AUC (one vs rest)', 'mel_auc': 'melanoma AUC',
+                 'spec80: sens': 'melanoma sensitivity at the 80%-specificity threshold', 'mel_sensitivity': 'melanoma sensitivity at the 80%-specificity threshold',
+                 'spec80: spec': 'melanoma specificity at that threshold', 'mel_specificity': 'melanoma specificity at that threshold'}  # result key -> front-page name
 
 def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-def _ci_row(source, r):
-    "(source, metric, value, ci) from a record with a metric name, an estimate and maybe an interval."
-    keys = [k for k, v in r.items() if _num(v)]
-    lo = next((k for k in keys if re.search(r'lo|low|lower|2\.5', k, re.I)), None)
-    hi = next((k for k in keys if re.search(r'hi|high|upper|97\.5', k, re.I)), None)
-    est = next((k for k in keys if k not in (lo, hi) and not re.search(r'^n$|^n_|boot|std', k)), None)
-    name = next((str(v) for k, v in r.items() if not _num(v) and v is not None), '?')
-    if est is None: return None
-    return (source, name, fmt_num(f'{float(r[est]):.6f}'), f'{fmt_num(f"{float(r[lo]):.6f}")} to {fmt_num(f"{float(r[hi]):.6f}")}' if lo and hi else '')
+def _cell(r:dict)->str:
+    "'estimate (lo to hi)' of a bootstrap record."
+    f = lambda k: f'{float(r[k]):.3f}'
+    return f('estimate') + (f" ({f('lo')} to {f('hi')})" if _num(r.get('lo')) and _num(r.get('hi')) else '')
 
 def headline_rows(results:Path # a run's results folder
-                 )->list:
-    "Rows (evaluation, metric, value, 95% CI) from the result files that exist."
-    rows, R = [], Path(results)
+                 )->tuple:
+    "(header, rows): the front page's metrics, one column per evaluation that exists (estimate and 95% CI)."
+    R, cols = Path(results), {}
     def load(n):
         try: return json.loads((R/n).read_text())
         except (OSError, ValueError): return None
-    if (lt := load('locked_test.json')):
-        recs = lt.get('headline') or lt.get('metrics')
-        if isinstance(recs, dict): recs = [{'metric': k, **(v if isinstance(v, dict) else {'value': v})} for k, v in recs.items()]
-        if not recs: recs = [{'metric': k, 'value': v} for k, v in lt.items() if _num(v)]
-        rows += [x for r in recs if isinstance(r, dict) and (x := _ci_row('locked test set (ISIC 2018)', r))]
-    if (ea := load('error_analysis.json')):
-        rows += [x for r in ea.get('headline', []) if (x := _ci_row(f"out-of-fold, main model (bootstrap by {ea.get('bootstrap', {}).get('unit', 'lesion')})", r))]
-    if (km := load('kfold_metrics.json')) and not ea:
-        recs = sorted([r for r in km.get('metrics', []) if km.get('main') in r.values()], key=lambda r: bool(r.get('tta')))[:1]  # without TTA first
-        for r in recs:
-            keys = [k for k in HEADLINE if k in r] or [k for k, v in r.items() if _num(v) and k != 'n']
-            rows += [('out-of-fold, main model', k, fmt_num(f'{float(r[k]):.6f}'), '') for k in keys]
-    return rows
+    if (ea := load('error_analysis.json')) and isinstance(ea.get('headline'), dict):
+        for lvl in ('lesion', 'image'): cols[f'HAM10000 out-of-fold, {lvl} level'] = {r['metric']: _cell(r) for r in ea['headline'].get(lvl, [])}
+    elif (km := load('kfold_metrics.json')):
+        r = next(iter(sorted([r for r in km.get('metrics', []) if km.get('main') in r.values()], key=lambda r: bool(r.get('tta')))), {})  # without TTA first
+        cols['HAM10000 out-of-fold (no intervals)'] = {k: f'{float(r[k]):.3f}' for k in HEADLINE if _num(r.get(k))}
+    if (lt := load('locked_test.json')) and isinstance(lt.get('headline'), list):
+        cols['ISIC 2018 locked test, image level'] = {r['metric']: _cell(r) for r in lt['headline']}
+    names = dict.fromkeys(FRONT_METRICS.values())
+    rows = [[n] + [next((v[k] for k, m in FRONT_METRICS.items() if m == n and k in v), '') for v in cols.values()] for n in names]
+    rows += [[k.replace('_', ' ')] + [v.get(k, '') for v in cols.values()] for k in HEADLINE if k not in FRONT_METRICS and any(k in v for v in cols.values())]
+    return ['metric', *cols], [r for r in rows if any(r[1:])]
 
 def md_table(header:list, # column names
              rows:list, # rows of cells
@@ -595,19 +592,22 @@ def front_page(run:Path, # the run folder
     out = (['::: {.callout-warning title="Smoke run: the model numbers of this report are not results"}\n' + status + '\n:::'] if smoke else []) + ['## About this report',
            'A reproducible report on classifying dermoscopic images of skin lesions (HAM10000, seven diagnostic classes, and the clinical question: melanoma or not). '
            'Each chapter is a notebook executed top to bottom for this run; every number below and in the chapters comes from the run described here, '
-           'and this page itself is generated from its result files. The code of each chapter is on the website (folded under each result).',
+           'and this page itself is generated from its result files. The code of each chapter is on the website (folded under each result); '
+           'so are the appendices on the tooling (91 the report pipeline, 92 the GPU path, 93 the web page), which the PDF leaves out.',
            '## This run',
            md_table(['', ''], [('status', status), ('profile', f"`{prov.get('profile')}`: " + ', '.join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())),
                                ('git commit', f"`{prov.get('git_commit')}`"), ('date (UTC)', prov.get('date_utc', '')),
                                ('hardware', f"{hw.get('cpu')}, {hw.get('cpu_cores')} cores, {hw.get('memory_gib')} GiB memory, GPU: {hw.get('gpu')}"),
                                ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds', 0):.0f} s)" for n in prov.get('notebooks', [])))], [1, 5]),
            '## Headline results']
-    rows = headline_rows(run/'results')
+    header, rows = headline_rows(run/'results')
     if rows:
         if smoke: out.append('::: {.callout-warning title="Smoke run"}\nThese numbers come from a smoke run and are **not results**: they only show that the pipeline produces them.\n:::')
-        out.append(md_table(['evaluation', 'metric', 'value', '95% CI'], rows, [4, 4, 1, 2]))
-        out.append('Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5)' +
-                   ('; intervals are percentile bootstrap intervals by lesion (chapter 6).' if any(r[3] for r in rows) else '.'))
+        out.append(md_table(header, rows, [3] + [2] * (len(header) - 1)))
+        out.append('Estimates with 95% percentile-bootstrap intervals. Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5); '
+                   'lesion level averages the probabilities of a lesion\'s images and resamples lesions (chapter 6), image level resamples images. '
+                   'The 80%-specificity threshold is chosen on other folds than the one it is applied to (chapter 6), and for the locked test set '
+                   'on all HAM10000 out-of-fold predictions, never on the test images; the test set has no lesion identifiers (chapter 9).')
     else: out.append('This run has no model results (no `kfold_metrics.json`, `error_analysis.json` or `locked_test.json` in its results folder).')
     pc = run/'results'/'per_class.csv'
     n_img = data.get('n_images') or data.get('images')
@@ -636,7 +636,7 @@ def front_page(run:Path, # the run folder
 
 # %% ../nbs/91_report.ipynb #3bd4c233
 def _typst_header(prov):
-    t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { pagebreak(weak: true); it }',
+    t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { v(1.2em); line(length: 100%, stroke: 0.6pt + gray); it }',
          '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
     if prov.get('smoke'):
         t.append('#set page(header: align(center, block(fill: rgb("#fff3cd"), stroke: 0.6pt + rgb("#d39e00"), inset: (x: 8pt, y: 3pt), radius: 2pt, '
@@ -882,6 +882,13 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     return run
 
 # %% ../nbs/91_report.ipynb #4298e0fb
+PDF_LEAVES_OUT = r'^9[1-9]_'  # the tooling appendices (pipeline, GPU path, web page): on the website only, the PDF is for readers
+
+def pdf_chapters(done:list # notebook names of the run, in order
+                )->list:
+    "The notebooks the PDF carries: the chapters and the profile appendix, not the tooling appendices."
+    return [n for n in done if not re.match(PDF_LEAVES_OUT, n)]
+
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
                root:Path|None=None # the project checkout
               )->tuple:
@@ -894,7 +901,7 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
     paths = machine_paths(run, root, [d for d in data if d])
     front = front_page(run, prov, paths)
     book = stage_book([root/'nbs'/'index.ipynb', *[run/'notebooks'/n for n in done]], run/'book', root/'_quarto.yml', paths, prov, front)
-    t0 = time.time(); pdf = render_pdf(report_markdown(book, done, prov, front), run/'report.pdf')
+    t0 = time.time(); pdf = render_pdf(report_markdown(book, pdf_chapters(done), prov, front), run/'report.pdf')
     shutil.copy(pdf, book/'report.pdf')
     site = render_site(book, run/'site'); t1 = time.time()
     print(f'rendered {run/"site"/"index.html"} and {pdf} in {t1-t0:.1f} s ({"Quarto" if shutil.which("quarto") else "offline: smalldocs, pandoc + typst"})')

@@ -70,7 +70,7 @@ def make_run(base: Path) -> tuple:
                 notebooks=[dict(notebook='00_data.ipynb', status='ok', seconds=3), dict(notebook='05_kfold.ipynb', status='ok', seconds=9)])
     save_json(prov, run/'provenance.json'); save_json({'data': str(data)}, run/'results'/'data.json')
     save_json({'main': 'resnet34 ce', 'metrics': [{'config': 'resnet34 ce', 'n': 300, 'accuracy': 0.41}]}, run/'results'/'kfold_metrics.json')
-    save_json({'headline': [{'metric': 'balanced accuracy', 'estimate': 0.3712, 'lo': 0.31, 'hi': 0.44, 'n_used': 1000}], 'bootstrap': {'unit': 'lesion'}}, run/'results'/'error_analysis.json')
+    save_json({'headline': {'lesion': [{'metric': 'balanced_accuracy', 'estimate': 0.3712, 'lo': 0.31, 'hi': 0.44, 'n_used': 1000}], 'image': [{'metric': 'balanced_accuracy', 'estimate': 0.35, 'lo': 0.3, 'hi': 0.4, 'n_used': 1000}]}, 'bootstrap': {'unit': 'lesion'}}, run/'results'/'error_analysis.json')
     return root, run
 
 def pdf_pages(pdf: Path) -> list:
