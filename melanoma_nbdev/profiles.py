@@ -16,7 +16,8 @@ from fastcore.basics import AttrDict
 __all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'LIMITS', 'WHY', 'OVERRIDES_FIX', 'PACKAGES', 'SMOKE_BANNER', 'project_root',
            'ProfileError', 'settings_path', 'read_profiles', 'convert_value', 'check_profile', 'load_profile',
            'resolve_device', 'umask', 'atomic_write', 'save_json', 'git_commit', 'hardware', 'package_versions',
-           'file_sha256', 'provenance', 'provenance_md', 'show_provenance', 'results_dir', 'Once', 'cli_type']
+           'file_sha256', 'provenance', 'provenance_md', 'show_provenance', 'results_dir', 'save_key_figure', 'Once',
+           'cli_type']
 
 # %% ../nbs/90_profiles.ipynb #afc1d5a8
 def project_root(start:Path|None=None # folder to search upward from (default: the working directory)
@@ -234,6 +235,18 @@ def results_dir(run_dir:Path|str|None=None, # the pipeline's run folder, or None
     base = Path(run_dir) if run_dir else (project_root() or Path.cwd())/'runs'/'interactive'
     (d := base/sub).mkdir(parents=True, exist_ok=True)
     return d
+
+# %% ../nbs/90_profiles.ipynb #keyfig02
+def save_key_figure(fig, # a matplotlib figure
+                    run_dir:Path|str|None, # the pipeline's run folder (None: runs/interactive)
+                    name:str, # file name without suffix
+                    caption:str # one sentence for the front page
+                   )->Path:
+    "Write `fig` as `results/figures/<name>.png` (and its caption beside it) for the front page."
+    import io
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
+    d = results_dir(run_dir)/'figures'; atomic_write(d/f'{name}.txt', caption.strip())
+    return atomic_write(d/f'{name}.png', buf.getvalue())
 
 # %% ../nbs/90_profiles.ipynb #11e4ec91
 class Once(argparse.Action):
