@@ -71,6 +71,7 @@ def make_run(base: Path) -> tuple:
     save_json(prov, run/'provenance.json'); save_json({'data': str(data)}, run/'results'/'data.json')
     save_json({'main': 'resnet34 ce', 'metrics': [{'config': 'resnet34 ce', 'n': 300, 'accuracy': 0.41}]}, run/'results'/'kfold_metrics.json')
     save_json({'headline': {'lesion': [{'metric': 'balanced_accuracy', 'estimate': 0.3712, 'lo': 0.31, 'hi': 0.44, 'n_used': 1000}], 'image': [{'metric': 'balanced_accuracy', 'estimate': 0.35, 'lo': 0.3, 'hi': 0.4, 'n_used': 1000}]}, 'bootstrap': {'unit': 'lesion'}}, run/'results'/'error_analysis.json')
+    (run/'results'/'figures').mkdir(); (run/'results'/'figures'/'1_demo.png').write_bytes(base64.b64decode(png(800, 500))); (run/'results'/'figures'/'1_demo.txt').write_text('A key figure.')
     return root, run
 
 def pdf_pages(pdf: Path) -> list:
@@ -88,7 +89,7 @@ def check_render(run: Path, root: Path, site: Path, pdf: Path, chapters: list):
     assert 'Better model found' not in text and '# Parameters' not in text and 'run_dir =' not in text
     assert not machine_path_hits(text, run, root, Path.home()), machine_path_hits(text, run, root, Path.home())[:5]
     assert pdf_layout_problems(pdf) == [], pdf_layout_problems(pdf)[:5]
-    caps = re.findall(r'Figure \d+\.\d+:', text)
+    caps = re.findall(r'(?:Figure \d+\.\d+|Key figure \d+):', text)
     n_img = len(subprocess.run(['pdfimages', '-list', str(pdf)], capture_output=True, text=True).stdout.splitlines()[2:]) if shutil.which('pdfimages') else len(caps)
     assert n_img == len(caps) > 0, (n_img, len(caps))
     for h in FRONT: assert h in text.split('Contents')[0], h  # the front page, before the contents
@@ -101,6 +102,9 @@ def check_render(run: Path, root: Path, site: Path, pdf: Path, chapters: list):
         assert 'file-search-note' in h, f.name
     index = (site/'index.html').read_text()
     for s in FRONT: assert s in index, s
+    if (run/'results'/'figures').is_dir():  # key figures: on the front page of both, and their files beside the site's index
+        assert 'Key figure 1:' in text.split('Contents')[0] and 'Key figure 1:' in index
+        assert all((site/'figures'/f.name).exists() for f in (run/'results'/'figures').glob('*.png'))
     assert index.index('About this report') < index.index('Two commands')  # before the README text
     for n in chapters:
         page = (site/n.replace('.ipynb', '.html')).read_text()
