@@ -8,11 +8,11 @@ Its numbers are a small CPU experiment, not results of the full run.
 """
 import os, sys, time, tempfile
 from pathlib import Path
-import torch
+import torch, pandas as pd
 from melanoma_nbdev.profiles import load_profile, provenance, save_json, project_root
 from melanoma_nbdev.data import load_dataset, split, decode_images
 from melanoma_nbdev.kfold import inner_split
-from melanoma_nbdev.architectures import recipe_compare
+from melanoma_nbdev.architectures import recipe_compare, paired_vs
 
 n_images, img_size, epochs = (int(a) for a in (sys.argv[1:4] if len(sys.argv) > 3 else (1800, 96, 2)))
 LR, LR_MULTS = 2e-3, (100, 10, 1)  # fastai's default base_lr for every run; fastai's default lr_mult, a moderate one, all layers equal
@@ -23,12 +23,17 @@ df = load_dataset(None, max_pixels=P.max_pixels, check=False)
 inner = inner_split(split(df, P), holdout=0, seed=P.seed)
 out = Path(os.environ.get('RECIPE_OUT') or tempfile.mkdtemp(prefix='recipe_cpu_'))  # a kept folder resumes finished runs
 tab = recipe_compare(inner, P, out, P.arch, LR, LR_MULTS, images=decode_images(inner.path), quiet=True)
+# paired lesion-bootstrap CIs of each recipe's difference from fastai's default (lr_mult 100): the same inner-validation lesions for both
+preds = {f'lr_mult {m:g}': pd.read_csv(out/f'lr_mult{m:g}'/'fold0'/'oof.csv') for m in LR_MULTS}
+pv = paired_vs(preds, 'lr_mult 100', n=1000, seed=P.seed).reset_index()
 wall = time.time() - t0
 cols = ['lr_mult', 'head_lr', 'backbone_lr', 'n_train', 'n', 'train_seconds', 'accuracy', 'balanced_accuracy', 'macro_f1', 'macro_auc', 'mel_auc', 'mel_sens_at_80_spec']
 print(tab[cols].round(4).to_string(index=False))
+print(pv.round(4).to_string(index=False))
 prov = provenance(P, df.attrs['path'], what='small CPU experiment (not a result of the full run): fine_tune recipes compared on the inner split',
                   split=tab.split.iloc[0] + ' (inner training / inner validation about 80/20, lesion-grouped, class-stratified); outer fold 0 not used',
                   arch=P.arch, base_lr=LR, torch_threads=torch.get_num_threads(), wall_seconds=round(wall, 1),
-                  script='evidence/recipe_cpu.py', table=tab[cols + ['recipe', 'lr_from', 'bs']].to_dict('records'))
+                  train_seconds_total=round(float(tab.train_seconds.sum()), 1), script='evidence/recipe_cpu.py', table=tab[cols + ['recipe', 'lr_from', 'bs']].to_dict('records'),
+                  paired=dict(reference='lr_mult 100 (fastai default)', level='lesion', n_boot=1000, rows=pv.to_dict('records')))
 save_json(prov, (project_root() or Path.cwd())/'evidence'/'recipe_cpu.json')
 print(f'wall {wall/60:.1f} min')

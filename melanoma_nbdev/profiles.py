@@ -244,7 +244,9 @@ def save_key_figure(fig, # a matplotlib figure
                    )->Path:
     "Write `fig` as `results/figures/<name>.png` (and its caption beside it) for the front page."
     import io
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
+    from PIL import Image
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, bbox_inches='tight', facecolor='white')
+    rgb = io.BytesIO(); Image.open(buf).convert('RGB').save(rgb, 'PNG', optimize=True); buf = rgb  # no alpha channel: one image in the PDF, smaller
     d = results_dir(run_dir)/'figures'; atomic_write(d/f'{name}.txt', caption.strip())
     return atomic_write(d/f'{name}.png', buf.getvalue())
 

@@ -482,7 +482,7 @@ def output_md(o:dict, # one output of a cleaned code cell
         if mime in d:
             b, ext, w, h = compress_image(base64.b64decode(d[mime])); f = media/f'{hashlib.sha1(b).hexdigest()[:16]}.{ext}'
             media.mkdir(parents=True, exist_ok=True); f.write_bytes(b)
-            cm = min(17, w / 150 * 2.54, 10 * w / h)  # 150 dpi, at most the text width and 10 cm high
+            cm = min(17, w / 150 * 2.54, 9 * w / h)  # 150 dpi, at most the text width and 9 cm high
             return f'![{cap}]({media.name}/{f.name}){{width={round(cm / 17 * 100)}%}}'
     md = ''.join(d.get('text/markdown', ''))
     if md: return '' if md.lstrip().startswith('| run |') else typo(md)
@@ -595,7 +595,7 @@ def front_page(run:Path, # the run folder
            'A reproducible report on classifying dermoscopic images of skin lesions (HAM10000, seven diagnostic classes, and the clinical question: melanoma or not). '
            'Each chapter is a notebook executed top to bottom for this run; every number below and in the chapters comes from the run described here, '
            'and this page itself is generated from its result files. The code of each chapter is on the website (folded under each result); '
-           'so are the appendices on the tooling (91 the report pipeline, 92 the GPU path, 93 the web page), which the PDF leaves out.',
+           'so are the appendices (90 run profiles and provenance, 91 the report pipeline, 92 the GPU path, 93 the web page), which the PDF leaves out.',
            '## This run',
            md_table(['', ''], [('status', status), ('profile', f"`{prov.get('profile')}`: " + ', '.join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())),
                                ('git commit', f"`{prov.get('git_commit')}`"), ('date (UTC)', prov.get('date_utc', '')),
@@ -672,7 +672,7 @@ def report_markdown(book:Path, # the staging folder
     import yaml
     d = book/'_pdf'; d.mkdir(parents=True, exist_ok=True)  # Quarto skips folders starting with '_'
     sub = ('SMOKE RUN: model numbers are not results. ' if prov.get('smoke') else '') + f"Profile {prov.get('profile')}, commit {prov.get('git_commit')}, {prov.get('date_utc', '')[:10]}"
-    meta = dict(title=title, subtitle=sub, author='melanoma_nbdev', papersize='a4', fontsize='10pt', margin=dict(x='2cm', y='2.2cm'), **{'page-numbering': '1'})
+    meta = dict(title=title, subtitle=sub, author='melanoma_nbdev', papersize='a4', fontsize='9.5pt', margin=dict(x='2cm', y='2.2cm'), **{'page-numbering': '1'})
     head = 'header-includes: |\n' + ''.join(f'  {l}\n' for l in fence(_typst_header(prov), '{=typst}').splitlines())
     body = '\n\n'.join(nb_markdown(book/n, d/'media', code=False) for n in notebooks)
     toc = fence('#outline(depth: 1)', '{=typst}')
@@ -891,11 +891,11 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     return run
 
 # %% ../nbs/91_report.ipynb #4298e0fb
-PDF_LEAVES_OUT = r'^9[1-9]_'  # the tooling appendices (pipeline, GPU path, web page): on the website only, the PDF is for readers
+PDF_LEAVES_OUT = r'^9\d_'  # the appendices (profiles, pipeline, GPU path, web page): on the website only, the PDF is the report's chapters
 
 def pdf_chapters(done:list # notebook names of the run, in order
                 )->list:
-    "The notebooks the PDF carries: the chapters and the profile appendix, not the tooling appendices."
+    "The notebooks the PDF carries: the report's chapters, not the appendices."
     return [n for n in done if not re.match(PDF_LEAVES_OUT, n)]
 
 def render_run(run:Path, # a run folder with executed notebooks in notebooks/
