@@ -648,7 +648,7 @@ def front_page(run:Path, # the run folder
             'Artefacts such as rulers, hair and surgical skin markings can drive predictions (Winkler et al. 2019). Results on it need not transfer to other populations or devices.']
     if pc.exists():
         import pandas as pd
-        t = pd.read_csv(pc); t = t[[c for c in t.columns if not str(c).startswith('Unnamed')]][:12]
+        t = pd.read_csv(pc); t = t[[c for c in t.columns if not str(c).startswith('Unnamed')]][:12].round(3)
         out += ['**Subgroup performance** (per class, out-of-fold' + (', smoke run: not results' if smoke else '') + '):',
                 md_table(list(map(str, t.columns)), [[fmt_num(str(v)) for v in r] for r in t.astype(str).values.tolist()])]
     out += ['**Licence.** The code is Apache-2.0. HAM10000 is licensed CC BY-NC 4.0 (attribution, non-commercial), and so are the models trained on it and their predictions: no commercial use.',
