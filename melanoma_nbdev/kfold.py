@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score, roc_curve, recall_score
 from safetensors.torch import save_file, load_file
-from .data import CLASSES, get_dls, decode_images
+from .data import CLASSES, get_dls, decode_images, read_rgb
 from sklearn.model_selection import StratifiedGroupKFold
 from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, LOSSES, recipe, fit_recipe)
 from .augment import aug_tfms, model_stats
@@ -199,11 +199,12 @@ def ensemble_dl(paths:list, # image files
                 bs:int=64, # batch size
                 device:str='cpu' # torch device
                ):
-    "A fastai test `DataLoader` of `paths`, preprocessed as in validation."
+    "A fastai test `DataLoader` of `paths`, preprocessed as in validation, each image read as shown (`read_rgb`: EXIF orientation applied, first frame, RGB)."
     from fastai.vision.all import Datasets, TfmdDL, PILImage, Resize, ResizeMethod, ToTensor, IntToFloatTensor, Normalize
-    ds = Datasets([str(p) for p in paths], [[PILImage.create]])
+    def read(p): return PILImage.create(read_rgb(p))
+    ds = Datasets([str(p) for p in paths], [[read]])
     return TfmdDL(ds, bs=bs, after_item=[Resize(img_size, method=ResizeMethod.Squish), ToTensor()],
-                  after_batch=[IntToFloatTensor(), Normalize.from_stats(*stats, cuda=False)], device=device, shuffle=False)
+                  after_batch=[IntToFloatTensor(), Normalize.from_stats(*stats, cuda=False)], device=device, shuffle=False, num_workers=0)
 
 @torch.no_grad()
 def ensemble_predict(ens:FoldEnsemble, # the fold models

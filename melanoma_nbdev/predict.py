@@ -29,7 +29,7 @@ __all__ = ['DISCLAIMER', 'RISK_RULE_FILE', 'NOT_ASSESSED', 'TRAIN_FIX', 'FOLD_FI
            'INPUT_FIX', 'LABEL_COLUMNS', 'LABELS_FIX', 'risk_level', 'risk_rule', 'CommandError', 'run_of',
            'load_risk_rule', 'check_number', 'check_device', 'check_options', 'newest_trained_run', 'model_folder',
            'load_ensemble', 'is_own_output', 'image_note', 'check_input', 'inspect_input', 'Inputs', 'image_files',
-           'check_inputs', 'EnsembleOutputs', 'TopClassLogit', 'ensemble_cam', 'image_dl', 'predict_images', 'top_k',
+           'check_inputs', 'EnsembleOutputs', 'TopClassLogit', 'ensemble_cam', 'predict_images', 'top_k',
            'predictions_frame', 'captioned', 'risk_caption', 'prediction_png', 'save_prediction_png', 'overlay_name',
            'predict_to', 'prediction_line', 'unique_folder', 'check_out', 'run_predict', 'cli_main', 'melanoma_predict',
            'read_labels', 'match_image', 'labelled_images', 'dx_metrics', 'mel_metrics', 'class_table', 'training_data',
@@ -315,23 +315,6 @@ def ensemble_cam(ens:FoldEnsemble, # the fold models
         for m, st in zip(ens.models, states): _restore_state(m, st)
 
 # %% ../nbs/08_predict.ipynb #8d68afc1
-def _read_pil(path):
-    "An image as fastai's `PILImage`, read by `read_rgb` (EXIF orientation applied, first frame)."
-    from fastai.vision.core import PILImage
-    return PILImage.create(read_rgb(path))
-
-def image_dl(paths:list, # image files
-             img_size:int, # square side in pixels
-             stats:tuple, # (mean, std) normalisation
-             bs:int=16, # batch size
-             device:str='cpu' # torch device
-            ):
-    "Chapter 05's `ensemble_dl` (validation preprocessing), each image read as shown (`read_rgb`)."
-    from fastai.vision.all import Datasets, TfmdDL, Resize, ResizeMethod, ToTensor, IntToFloatTensor, Normalize
-    ds = Datasets([str(p) for p in paths], [[_read_pil]])
-    return TfmdDL(ds, bs=bs, after_item=[Resize(img_size, method=ResizeMethod.Squish), ToTensor()],
-                  after_batch=[IntToFloatTensor(), Normalize.from_stats(*stats, cuda=False)], device=device, shuffle=False, num_workers=0)
-
 def predict_images(ens:FoldEnsemble, # the fold models
                    paths:list, # checked image files
                    cam:bool=False, # also compute Grad-CAM maps
@@ -339,7 +322,7 @@ def predict_images(ens:FoldEnsemble, # the fold models
                    progress:bool=True # show a progress bar
                   )->tuple:
     "Mean fold-model probabilities (n, classes) of `paths`, and their Grad-CAM maps (n, h, w) if `cam`, else None."
-    probs, heat, dl = [], [], image_dl(paths, ens.img_size, ens.stats, bs=bs, device=ens.device)
+    probs, heat, dl = [], [], ensemble_dl(paths, ens.img_size, ens.stats, bs=bs, device=ens.device)
     for xb, *_ in (progress_bar(dl, leave=False) if progress else dl):  # fastprogress writes to the console even when told not to display
         if cam: p, h = ensemble_cam(ens, xb); heat.append(h)
         else:
