@@ -262,7 +262,7 @@ def step_jobs(P, # run profile
     return pd.DataFrame(rows)
 
 # %% ../nbs/92_gpu.ipynb #c8fc5987
-ASSUMED = dict(train_img_s=5000, infer_img_s=15000, run_overhead_s=3, fixed_overhead_s=90)  # the sizing's assumptions (H200, lite0, 224 px, bf16)
+ASSUMED = dict(train_img_s=5000, infer_img_s=15000, run_overhead_s=3, fixed_overhead_s=150)  # the sizing's assumptions (H200, lite0, 224 px, bf16); fixed: data check, decode, kernels, packing, and about 60 s of chapter 05's bootstraps
 
 def predict_seconds(jobs:pd.DataFrame, # from `step_jobs`
                     rates:dict, # (arch, bs) -> dict(train_img_s, infer_img_s), measured; missing pairs use the nearest measured or `ASSUMED`

@@ -142,7 +142,8 @@ def test_makefile_passes_every_pair_of_SET(tmp_path):
     "`make report SET=\"a=1 b=2\"` gives one --set per pair (dry run in a copy of the Makefile: nothing is executed)."
     shutil.copy(ROOT/'Makefile', tmp_path/'Makefile'); shutil.copy(ROOT/'pyproject.toml', tmp_path/'pyproject.toml')
     (tmp_path/'.venv').mkdir(); time.sleep(0.01); (tmp_path/'.venv'/'.installed').touch()
-    r = subprocess.run(['make', '-n', 'report', 'SET=n_images=150 img_size=32'], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    env = {k: v for k, v in os.environ.items() if k not in ('MAKEFLAGS', 'MAKELEVEL', 'MFLAGS')}  # also when run from `make test`
+    r = subprocess.run(['make', '--no-print-directory', '-n', 'report', 'SET=n_images=150 img_size=32'], cwd=tmp_path, capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == '.venv/bin/melanoma-report --profile smoke --set n_images=150 --set img_size=32', r.stdout
 
