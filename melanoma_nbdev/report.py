@@ -20,8 +20,8 @@ __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'TEX
            'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
            'nb_markdown', 'headline_rows', 'md_table', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf',
            'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
-           'check_resume', 'check_data', 'has_models', 'point_latest', 'run_report', 'pdf_chapters', 'render_run',
-           'parse_sets', 'run_folder', 'melanoma_report']
+           'check_resume', 'check_data', 'has_models', 'point_latest', 'check_test_data', 'run_report', 'pdf_chapters',
+           'render_run', 'parse_sets', 'run_folder', 'melanoma_report']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -842,10 +842,19 @@ def point_latest(runs:Path, # the runs folder
     os.replace(tmp, latest)
     return True
 
-def _command(profile, overrides, data_path, name, only)->str:
+def check_test_data(test_data_path:str|None=None # the locked test set's folder asked for (None: searched by chapter 09)
+                   )->Path|None:
+    "The locked test set's folder when one is asked for (an error if it is not one), else None: chapter 09 searches and says where it looked."
+    from melanoma_nbdev.data import find_data, read_test_labels
+    if test_data_path is None: return None
+    folder = find_data(test_data_path, 'isic2018_test'); read_test_labels(folder)
+    return folder
+
+def _command(profile, overrides, data_path, name, only, test_data_path=None)->str:
     "The melanoma-report command that continues this run."
     return ' '.join(['melanoma-report', f'--profile {profile}', *[f'--set {k}={_as_set(v)}' for k, v in overrides.items()],
-                     *([f'--data-path {data_path}'] if data_path else []), *([f"--only '{only}'"] if only else []), f'--name {name} --resume'])
+                     *([f'--data-path {data_path}'] if data_path else []), *([f'--test-data-path {test_data_path}'] if test_data_path else []),
+                     *([f"--only '{only}'"] if only else []), f'--name {name} --resume'])
 
 def run_report(profile:str='smoke', # run profile (a section of settings.ini)
                overrides:dict|None=None, # single profile values to replace
@@ -855,7 +864,8 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
                resume:bool=False, # continue the run of that name, keeping its results
                only:str|None=None, # regex: run only the notebooks whose names match
                render:bool=True, # render the website and the PDF
-               root:Path|None=None # the project checkout (default: found from here)
+               root:Path|None=None, # the project checkout (default: found from here)
+               test_data_path:str|None=None # the locked test set's folder (default: searched by chapter 09)
               )->Path:
     "Execute the notebooks into a new run folder, then render the site and the PDF; the run folder."
     root = Path(root or project_root()); nbs = root/'nbs'
@@ -864,18 +874,18 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     except re.error as e: raise RunError(f"--only {only!r} is not a regular expression ({e}). Fix: e.g. --only '^00_'.") from None
     if not todo: raise RunError(f"No notebook in {nbs} matches only={only!r}.")
     if name is not None: check_run_name(name)
-    check_data(P, data_path)
+    check_data(P, data_path); check_test_data(test_data_path)
     run, lock = new_run_dir(root/'runs', profile, name, force, resume)
     try:
-        params = dict(profile=profile, data_path=data_path, run_dir=str(run), overrides=P.overrides)
-        prov = provenance(P, command=dict(profile=profile, overrides=P.overrides, data_path=data_path, only=only, resume=resume), notebooks=[])
+        params = dict(profile=profile, data_path=data_path, run_dir=str(run), overrides=P.overrides, **({'test_data_path': test_data_path} if test_data_path else {}))
+        prov = provenance(P, command=dict(profile=profile, overrides=P.overrides, data_path=data_path, test_data_path=test_data_path, only=only, resume=resume), notebooks=[])
         if resume:
             attempt = {k: prov[k] for k in ('git_commit', 'date_utc', 'command')} | {'notebooks': []}
             prov = check_resume(run, P)  # before anything in the run is written
             prov['resumes'] = [*prov.get('resumes', []), attempt]
         (run/'notebooks').mkdir(exist_ok=True)
         save_json(prov, run/'provenance.json')
-        again = _command(profile, P.overrides, data_path, run.name, only)
+        again = _command(profile, P.overrides, data_path, run.name, only, test_data_path)
         for nb in todo:
             print(f'--- {nb.name}', flush=True)
             out = run/'notebooks'/nb.name
@@ -968,6 +978,7 @@ def run_folder(run:str, # a run folder, or the name of one in runs/
 def melanoma_report(profile:Annotated[str, {'action': Once}]='smoke', # run profile: a section of settings.ini (smoke, full)
                     set:Annotated[str, {'action': 'append'}]=None, # override one profile value: key=value; repeat --set for each value (--set epochs=3 --set img_size=64)
                     data_path:Annotated[str, {'action': Once}]=None, # HAM10000 folder (default: $MELANOMA_DATA, data/ham10000, ../shared/data/ham10000)
+                    test_data_path:Annotated[str, {'action': Once}]=None, # ISIC 2018 test-set folder of chapter 09 (default: $MELANOMA_TEST_DATA, data/isic2018_test, ../shared/data/isic2018_test)
                     name:Annotated[str, {'action': Once}]=None, # run name: one plain folder name under runs/ (default: profile-date-commit)
                     force:bool=False, # replace an existing run folder of that name
                     resume:bool=False, # continue the run --name with the same profile and settings: its finished folds are kept, not retrained
@@ -984,7 +995,7 @@ def melanoma_report(profile:Annotated[str, {'action': Once}]='smoke', # run prof
             finally: lock.release()
             return
         if resume and not name: raise RunError('--resume needs --name of the run to continue (see runs/).')
-        run = run_report(profile, parse_sets(set), data_path, name, force, resume, only, not no_render)
+        run = run_report(profile, parse_sets(set), data_path, name, force, resume, only, not no_render, test_data_path=test_data_path)
         print(f'run folder: {run}')
     except (ProfileError, RunError, DataError) as e: _say(f'error: {e}')
     except RunInterrupted as e: _say(f'error: {e}', 130)

@@ -445,3 +445,28 @@ def test_run_outputs_follow_the_umask(finished):
 
 def _umask():
     m = os.umask(0); os.umask(m); return m
+
+
+# ---------------------------------------------------------------- the locked test set's folder: --test-data-path
+
+@pytest.mark.parametrize('where,why', [('missing', 'does not exist'), ('empty', 'lacks labels.csv and images/'), ('syn', 'lacks labels.csv')])
+def test_wrong_test_data_path_fails_up_front(tmp_path, syn, unchanged, run_cli, where, why):
+    "An explicit test-set folder that is not one is an error before any notebook runs: never a fall-back, nothing written."
+    proj = project(tmp_path/'p'); (tmp_path/'empty').mkdir()
+    path = syn if where == 'syn' else tmp_path/where
+    with unchanged(proj):
+        one_line(run_cli('melanoma-report', '--set', 'n_images=100', '--test-data-path', path, '--no-render', cwd=proj, syn=syn), 1,
+                 re.compile(rf'error: ISIC 2018 test set not found: given path {re.escape(str(path))} \({re.escape(why)}\); a location given explicitly is the only one tried\. Fix: .*'))
+    assert not (proj/'runs').exists()
+
+
+def test_test_data_path_reaches_the_notebooks_and_the_provenance(tmp_path, syn):
+    "A given test-set folder is passed to the notebooks as `test_data_path` and recorded in provenance.json."
+    from melanoma_nbdev.data import make_synthetic_test
+    ts = make_synthetic_test(tmp_path/'ts', 14)
+    proj = project(tmp_path/'p', FAKE + "\n(d/'test_data_path.txt').write_text(str(globals().get('test_data_path')))")
+    r = cli('melanoma-report', '--set', 'n_images=100', '--test-data-path', str(ts), '--name', 't', '--no-render', cwd=proj, syn=syn)
+    assert r.returncode == 0, r.stderr
+    run = proj/'runs'/'t'
+    assert (run/'results'/'test_data_path.txt').read_text() == str(ts)
+    assert json.loads((run/'provenance.json').read_text())['command']['test_data_path'] == str(ts)
