@@ -19,6 +19,20 @@ def synthetic_data(tmp_path_factory) -> Path:
     return make_synthetic(tmp_path_factory.mktemp('synthetic') / 'ham10000')
 
 
+@pytest.fixture(scope='session')
+def tiny_ensemble(tmp_path_factory) -> tuple:
+    """A 2-fold tf_efficientnet_lite0 ensemble trained for one epoch on 32 px synthetic images (28 lesions), made once per
+    session: (its configuration folder `kfold/tf_efficientnet_lite0_ce`, the data table). Copy it into a run; treat it as read-only."""
+    from melanoma_nbdev.data import load_dataset, add_folds
+    from melanoma_nbdev.profiles import load_profile
+    from melanoma_nbdev.kfold import run_kfold
+    root = tmp_path_factory.mktemp('tiny')
+    df = load_dataset(make_synthetic(root/'syn', n_lesions=28)).pipe(add_folds, 2, 0)
+    cfg = root/'kfold'/'tf_efficientnet_lite0_ce'
+    run_kfold(df, load_profile('smoke', img_size=32, bs=16, arch='tf_efficientnet_lite0'), cfg, tta=False, quiet=True)
+    return cfg, df
+
+
 @pytest.fixture
 def dataset(synthetic_data, tmp_path) -> Path:
     "A private, writable copy of `synthetic_data` for a test that breaks something in it."

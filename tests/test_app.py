@@ -13,9 +13,8 @@ import numpy as np, pandas as pd, pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from melanoma_nbdev.data import CLASSES, make_synthetic, load_dataset, add_folds
-from melanoma_nbdev.kfold import run_kfold
-from melanoma_nbdev.profiles import load_profile, save_json
+from melanoma_nbdev.data import CLASSES
+from melanoma_nbdev.profiles import save_json
 from melanoma_nbdev.predict import DISCLAIMER, run_predict
 from melanoma_nbdev.app import PAGE_SCRIPT, SMOKE_MODELS, melanoma_app
 
@@ -24,15 +23,13 @@ CHROMIUM, CHROMEDRIVER = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver'
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-    "Two runs with the same 2-fold tf_efficientnet_lite0 ensemble trained for one epoch on 32 px synthetic images: one labelled smoke, one not; and the data."
+def runs(tmp_path_factory, tiny_ensemble):
+    "Two runs with the session's tiny ensemble (conftest's `tiny_ensemble`): one labelled smoke, one not; and the data."
+    cfg, df = tiny_ensemble
     root = tmp_path_factory.mktemp('app')
-    df = load_dataset(make_synthetic(root/'syn', n_lesions=28)).pipe(add_folds, 2, 0)
-    P = load_profile('smoke', img_size=32, bs=16, arch='tf_efficientnet_lite0')
     smoke, other = root/'runs'/'smoke-tiny', root/'runs'/'other-tiny'
-    run_kfold(df, P, smoke/'kfold'/'tf_efficientnet_lite0_ce', tta=False, quiet=True)
+    for r in (smoke, other): shutil.copytree(cfg.parent, r/'kfold')
     save_json(dict(profile='smoke', smoke=True, git_commit='test', date_utc='2026-01-01T00:00:00+00:00'), smoke/'provenance.json')
-    shutil.copytree(smoke/'kfold', other/'kfold')
     save_json(dict(profile='test-not-smoke', smoke=False, git_commit='test', date_utc='2026-01-01T00:00:00+00:00'), other/'provenance.json')
     return smoke, other, df
 

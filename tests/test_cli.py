@@ -11,9 +11,9 @@ import numpy as np, pandas as pd, pytest
 from PIL import Image
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from melanoma_nbdev.data import CLASSES, make_synthetic, load_dataset, add_folds
-from melanoma_nbdev.kfold import run_kfold, FoldEnsemble, ensemble_predict
-from melanoma_nbdev.profiles import load_profile, save_json
+from melanoma_nbdev.data import CLASSES
+from melanoma_nbdev.kfold import FoldEnsemble, ensemble_predict
+from melanoma_nbdev.profiles import save_json
 from melanoma_nbdev.predict import DISCLAIMER, NOT_ASSESSED, RISK_RULE_FILE, CommandError, run_predict, run_evaluate, risk_rule, risk_level
 from melanoma_nbdev.error_analysis import RISK_LEVELS, RISK_SENSITIVITY
 
@@ -21,13 +21,11 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    "A run folder with a 2-fold tf_efficientnet_lite0 ensemble trained for one epoch on 32 px synthetic images, and its data."
-    root = tmp_path_factory.mktemp('cli')
-    df = load_dataset(make_synthetic(root/'syn', n_lesions=28)).pipe(add_folds, 2, 0)
-    P = load_profile('smoke', img_size=32, bs=16, arch='tf_efficientnet_lite0')
-    run = root/'runs'/'tiny'
-    run_kfold(df, P, run/'kfold'/'tf_efficientnet_lite0_ce', tta=False, quiet=True)
+def trained(tmp_path_factory, tiny_ensemble):
+    "A run folder with the session's tiny ensemble (conftest's `tiny_ensemble`), and its data."
+    cfg, df = tiny_ensemble
+    run = tmp_path_factory.mktemp('cli')/'runs'/'tiny'
+    shutil.copytree(cfg.parent, run/'kfold')
     save_json(dict(profile='smoke', smoke=True, git_commit='test', date_utc='2026-01-01T00:00:00+00:00', main='tf_efficientnet_lite0 ce'),
               run/'results'/'kfold_metrics.json')
     return run, df
