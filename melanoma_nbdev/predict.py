@@ -22,7 +22,7 @@ from .data import CLASSES, DataError, check_image, read_rgb, find_data, _rows
 from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
 from .gradcam import target_layer, overlay, _save_state, _restore_state
 from .error_analysis import per_class_table, ece, lesion_bootstrap, risk_levels, risk_metrics, RISK_LEVELS, RISK_SENSITIVITY
-from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256
+from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256, has_models
 
 # %% auto #0
 __all__ = ['DISCLAIMER', 'RISK_RULE_FILE', 'NOT_ASSESSED', 'TRAIN_FIX', 'FOLD_FIX', 'MIN_SIDE', 'MAX_ASPECT', 'IMAGE_SUFFIXES',
@@ -66,8 +66,6 @@ class CommandError(ValueError):
 TRAIN_FIX = ("Fix: train a run first, with `make report` (the whole report) or, for a quick CPU run, "
              "`.venv/bin/melanoma-report --profile smoke --only '0[05]_'`; then pass its folder with --run.")
 FOLD_FIX = "Fix: retrain that run's folds (melanoma-report with --resume, see the README) or pass another run with --run."
-
-def _has_folds(d:Path)->bool: return any(Path(d).glob('fold*/done.json')) or any(Path(d).glob('kfold/*/fold*/done.json'))
 
 def run_of(folder:Path|str # a configuration folder (`model_folder`)
           )->Path:
@@ -148,7 +146,7 @@ def newest_trained_run(runs:Path # the runs/ folder
                       )->Path|None:
     "The run under `runs` whose latest finished fold model is the newest, else None."
     found = [(max(f.stat().st_mtime for f in r.glob('kfold/*/fold*/done.json')), r) for r in Path(runs).glob('*')
-             if r.is_dir() and not r.is_symlink() and _has_folds(r)] if Path(runs).is_dir() else []
+             if r.is_dir() and not r.is_symlink() and has_models(r)] if Path(runs).is_dir() else []
     return max(found)[1] if found else None
 
 def model_folder(run:Path|str|None=None # a run folder or a configuration folder (with fold*/); None: runs/latest

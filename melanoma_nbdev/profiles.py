@@ -16,8 +16,8 @@ from fastcore.basics import AttrDict
 __all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'LIMITS', 'WHY', 'OVERRIDES_FIX', 'PACKAGES', 'SMOKE_BANNER', 'project_root',
            'ProfileError', 'settings_path', 'read_profiles', 'convert_value', 'check_profile', 'load_profile',
            'resolve_device', 'umask', 'atomic_write', 'save_json', 'git_commit', 'hardware', 'package_versions',
-           'file_sha256', 'provenance', 'provenance_md', 'show_provenance', 'results_dir', 'save_key_figure', 'Once',
-           'cli_type']
+           'file_sha256', 'provenance', 'provenance_md', 'show_provenance', 'results_dir', 'has_models',
+           'save_key_figure', 'Once', 'cli_type']
 
 # %% ../nbs/90_profiles.ipynb #afc1d5a8
 def project_root(start:Path|None=None # folder to search upward from (default: the working directory)
@@ -235,6 +235,12 @@ def results_dir(run_dir:Path|str|None=None, # the pipeline's run folder, or None
     base = Path(run_dir) if run_dir else (project_root() or Path.cwd())/'runs'/'interactive'
     (d := base/sub).mkdir(parents=True, exist_ok=True)
     return d
+
+# %% ../nbs/90_profiles.ipynb #hasmod01
+def has_models(run:Path|str # a run folder, or a configuration folder with fold*/
+              )->bool:
+    "Whether `run` holds finished fold models (a `done.json` of chapter 05): where `melanoma-predict` looks and where `runs/latest` may point."
+    return any(Path(run).glob('fold*/done.json')) or any(Path(run).glob('kfold/*/fold*/done.json'))
 
 # %% ../nbs/90_profiles.ipynb #keyfig02
 def save_key_figure(fig, # a matplotlib figure

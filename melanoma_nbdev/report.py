@@ -10,7 +10,7 @@ import base64, hashlib, json, os, re, shutil, subprocess, time
 from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.script import call_parse
-from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError)
+from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError, has_models)
 
 # %% auto #0
 __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE',
@@ -20,8 +20,8 @@ __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'TEX
            'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
            'nb_markdown', 'headline_rows', 'md_table', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf',
            'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
-           'check_resume', 'check_data', 'has_models', 'point_latest', 'check_test_data', 'run_report', 'pdf_chapters',
-           'render_run', 'parse_sets', 'run_folder', 'melanoma_report']
+           'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report', 'pdf_chapters', 'render_run',
+           'parse_sets', 'run_folder', 'melanoma_report']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -825,11 +825,6 @@ def check_data(P, # the profile (`load_profile`)
     df = read_metadata(folder); df.attrs['path'] = folder
     check_split(df, P)
     return folder
-
-def has_models(run:Path # a run folder
-              )->bool:
-    "Whether `run` holds trained fold models (a `done.json` of chapter 05, where `melanoma-predict` looks)."
-    return any(Path(run).glob('fold*/done.json')) or any(Path(run).glob('kfold/*/fold*/done.json'))
 
 def point_latest(runs:Path, # the runs folder
                  run:Path # a run folder inside it
