@@ -16,9 +16,9 @@ from .profiles import (project_root, load_profile, provenance, provenance_md, sa
 __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE',
            'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name',
            'lock_run', 'new_run_dir', 'execute', 'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'results_first',
-           'c_src', 'unlink', 'smoke_banner', 'data_note', 'clean_nb', 'process_nb', 'stage_book', 'fence',
-           'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
-           'nb_markdown', 'headline_rows', 'md_table', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf',
+           'unlink', 'smoke_banner', 'data_note', 'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables',
+           'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown',
+           'headline_rows', 'md_table', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf',
            'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
            'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report', 'pdf_chapters', 'render_run',
            'parse_sets', 'run_folder', 'melanoma_report']
@@ -189,13 +189,11 @@ def results_first(cells:list # a chapter's cells (with `cell_type` and `source`)
     "`cells` with the run's section moved up to follow the introduction, before the method's sections."
     import nbformat
     heads = [i for i, c in enumerate(cells) if c.cell_type == 'markdown' and re.search(r'^##\s', c.source, re.M)]
-    run = next((i for i in heads if re.search(RUN_HEAD, c_src(cells[i]), re.I | re.M)), None)
+    run = next((i for i in heads if re.search(RUN_HEAD, cells[i].source, re.I | re.M)), None)
     if run is None or run == heads[0]: return cells
-    end = next((i for i in heads if i > run and re.search(r'^##\s+Limits', c_src(cells[i]), re.M)), len(cells))
+    end = next((i for i in heads if i > run and re.search(r'^##\s+Limits', cells[i].source, re.M)), len(cells))
     how = nbformat.v4.new_markdown_cell('## How it is done\nThe sections below explain, define and test what the results above come from; the code is folded on the website.')
     return cells[:heads[0]] + cells[run:end] + [how] + cells[heads[0]:run] + cells[end:]
-
-def c_src(c)->str: return c.source if isinstance(c.source, str) else ''.join(c.source)
 
 # %% ../nbs/91_report.ipynb #5d074240
 DATA_CHAPTERS = r'^0[01]_'  # chapters whose numbers are dataset facts from all images, not model results
