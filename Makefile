@@ -2,7 +2,8 @@
 #   make report [PROFILE=smoke|full] [SET="key=value key=value"]   run the notebooks, then render the website and the PDF
 #                                                    (each key=value of SET becomes its own --set; no spaces inside a value)
 #   make test                                           nbdev-test on the notebooks, then pytest tests/
-# Both create .venv/ and install the pinned packages on first use.
+#   make show                                           render the committed reference report (report/) into report/site/ and report/report.pdf, executing nothing
+# report and test create .venv/ and install the pinned packages on first use; show installs only what rendering needs (SHOW_DEPS), unless .venv/ has everything.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +12,7 @@ PROFILE ?= smoke
 SET ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup report test sync check-sync clean-venv
+.PHONY: setup report test show sync check-sync clean-venv
 
 setup: $(STAMP)
 
@@ -51,6 +52,22 @@ check-sync: $(STAMP)
 	bad=sorted(k for k in a.keys()|b.keys() if a.get(k)!=b.get(k)); \
 	sys.exit('nbdev-export/nbdev-clean changed: '+', '.join(bad)+' (commit the result)') if bad else print('notebooks clean, library in sync')"
 	@$(BIN)/melanoma-readme --check
+
+# What rendering needs, pinned as in pyproject.toml (tests/test_publish.py checks they agree): no torch, so a fresh clone shows the report in seconds
+SHOW_DEPS := "nbdev==3.3.26" "fastcore>=2.2,<2.3" "smalldocs==0.5.4" "pypandoc-binary==1.17" "typst==0.15.2" "pandas>=2.2,<3.2" "nbformat>=5.9" "pillow>=10" "filelock>=3.12"
+SHOW_STAMP := $(VENV)/.installed-show
+
+$(SHOW_STAMP): pyproject.toml
+	@if [ ! -f $(STAMP) ]; then \
+	  test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check $(SHOW_DEPS) && \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e . ; \
+	fi
+	@touch $(SHOW_STAMP)
+
+show: $(SHOW_STAMP)
+	@$(BIN)/melanoma-report --render report
+	@echo "open report/site/index.html (its search needs a web server: python3 -m http.server -d report/site) and report/report.pdf"
 
 sync: $(STAMP)
 	$(BIN)/nbdev-export

@@ -22,12 +22,12 @@ from .predict import (DISCLAIMER, TRAIN_FIX, NOT_ASSESSED, RISK_RULE_FILE, Comma
 from .profiles import project_root
 
 # %% auto #0
-__all__ = ['REFERENCE', 'SMOKE_MODELS', 'INTENDED_USE', 'HEADLINE', 'DOCS', 'PAGE_SCRIPT', 'default_run', 'model_card',
-           'card_line', 'headline', 'safe_name', 'analyse_upload', 'class_cam', 'class_overlay', 'page_options',
-           'risk_sentence', 'load_in_process', 'page', 'check_app_options', 'app_command', 'melanoma_app']
+__all__ = ['SMOKE_MODELS', 'INTENDED_USE', 'HEADLINE', 'DOCS', 'PAGE_SCRIPT', 'default_run', 'model_card', 'card_line',
+           'headline', 'safe_name', 'analyse_upload', 'class_cam', 'class_overlay', 'page_options', 'risk_sentence',
+           'load_in_process', 'page', 'check_app_options', 'app_command', 'melanoma_app']
 
 # %% ../nbs/93_app.ipynb #0991b5b6
-REFERENCE = 'report'  # the committed reference models: <project root>/report/kfold/<configuration>/fold<k>/model.safetensors
+from .profiles import REFERENCE  # the committed reference models: <project root>/report/kfold/<configuration>/fold<k>/model.safetensors
 
 def _trained(run:Path)->bool:
     try: model_folder(run); return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json, os, re, shutil, subprocess, tarfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated
 import numpy as np, pandas as pd, torch
 from PIL import Image
 from fastcore.script import call_parse
@@ -330,7 +331,7 @@ def preflight_text(pf:dict # from `preflight`
 
 @call_parse
 def melanoma_benchmark(profile:str='full', # run profile (settings.ini section)
-                       set:str=None, # override a profile value, key=value (repeat --set)
+                       set:Annotated[str, {'action': 'append'}]=None, # override one profile value, key=value; repeat --set for each value
                        step:str=None, # also preflight this step ('1' or '2'): count its images, predict its time, fail if over --budget-s
                        budget_s:float=540, # the step's budget in seconds
                        device:str=None, # torch device (default: the profile's; on a machine without GPU: cpu)

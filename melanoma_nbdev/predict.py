@@ -22,7 +22,7 @@ from .data import CLASSES, DataError, check_image, read_rgb, find_data, _rows
 from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
 from .gradcam import target_layer, overlay, _save_state, _restore_state
 from .error_analysis import per_class_table, ece, lesion_bootstrap, risk_levels, risk_metrics, RISK_LEVELS, RISK_SENSITIVITY
-from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256, has_models
+from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256, has_models, REFERENCE
 
 # %% auto #0
 __all__ = ['DISCLAIMER', 'RISK_RULE_FILE', 'NOT_ASSESSED', 'TRAIN_FIX', 'FOLD_FIX', 'MIN_SIDE', 'MAX_ASPECT', 'IMAGE_SUFFIXES',
@@ -149,10 +149,11 @@ def newest_trained_run(runs:Path # the runs/ folder
              if r.is_dir() and not r.is_symlink() and has_models(r)] if Path(runs).is_dir() else []
     return max(found)[1] if found else None
 
-def model_folder(run:Path|str|None=None # a run folder or a configuration folder (with fold*/); None: runs/latest
+def model_folder(run:Path|str|None=None # a run folder or a configuration folder (with fold*/); None: report/ (the reference models), else runs/latest
                 )->Path:
     "The configuration folder whose fold models to use (see the rules above)."
     runs = (project_root() or Path.cwd())/'runs'
+    if run is None and has_models(runs.parent/REFERENCE): run = runs.parent/REFERENCE  # the committed reference models come first
     given, run = run, Path(run) if run else runs/'latest'
     if run.is_file(): raise CommandError(f"--run {run}: is a file, not a run folder. Fix: pass a run folder (runs/<name>) or a configuration folder with fold*/.")
     if not run.is_dir():
@@ -447,7 +448,7 @@ def check_out(out:Path|str, # the output folder
 def _inside(p:Path, folder:Path)->bool: return Path(folder).resolve() in (Path(p).resolve(), *Path(p).resolve().parents)
 
 def run_predict(images:list, # image files, or folders of images
-                run:Path|str|None=None, # run or configuration folder (see `model_folder`); None: runs/latest
+                run:Path|str|None=None, # run or configuration folder (see `model_folder`); None: the reference models in report/, else runs/latest
                 out:Path|str|None=None, # output folder; None: a new predictions/<UTC timestamp>/
                 gradcam:bool=False, # also write Grad-CAM overlays
                 device:str='cpu', # torch device
@@ -493,7 +494,7 @@ def cli_main(fn, # `run_predict` or `run_evaluate`
 
 @call_parse
 def melanoma_predict(images:Annotated[str, "image files, or folders of images", {'nargs': '+'}],
-                     run:str=None, # run folder (runs/<name>) or configuration folder with fold*/ (default: runs/latest)
+                     run:str=None, # run folder (runs/<name>) or configuration folder with fold*/ (default: the reference models in report/, else runs/latest)
                      out:str=None, # folder for predictions.csv and the overlays (default: a new predictions/<UTC timestamp>/)
                      gradcam:bool=False, # also write a Grad-CAM overlay PNG per image
                      device:str='cpu', # torch device: cpu or cuda
@@ -811,7 +812,7 @@ def run_evaluate(folder:Path|str, # the image folder
 @call_parse
 def melanoma_evaluate(folder:Annotated[str, "folder of the images to evaluate"],
                       labels:str=None, # CSV: image_id plus dx (HAM10000 codes) or melanoma (0/1); optional lesion_id
-                      run:str=None, # run folder (runs/<name>) or configuration folder with fold*/ (default: runs/latest)
+                      run:str=None, # run folder (runs/<name>) or configuration folder with fold*/ (default: the reference models in report/, else runs/latest)
                       out:str=None, # output folder (default: a new <run>/evaluations/<folder name>-<path hash>-<UTC timestamp>/)
                       device:str='cpu', # torch device: cpu or cuda
                       max_pixels:int=25_000_000, # largest image accepted (width*height)

@@ -13,11 +13,11 @@ from pathlib import Path
 from fastcore.basics import AttrDict
 
 # %% auto #0
-__all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'LIMITS', 'WHY', 'OVERRIDES_FIX', 'PACKAGES', 'SMOKE_BANNER', 'project_root',
-           'ProfileError', 'settings_path', 'read_profiles', 'convert_value', 'check_profile', 'load_profile',
-           'resolve_device', 'umask', 'atomic_write', 'save_json', 'git_commit', 'hardware', 'package_versions',
-           'file_sha256', 'provenance', 'provenance_md', 'show_provenance', 'results_dir', 'has_models',
-           'save_key_figure', 'Once', 'cli_type']
+__all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'LIMITS', 'WHY', 'OVERRIDES_FIX', 'PACKAGES', 'SMOKE_BANNER', 'REFERENCE',
+           'project_root', 'ProfileError', 'settings_path', 'read_profiles', 'convert_value', 'check_profile',
+           'load_profile', 'resolve_device', 'inference_device', 'umask', 'atomic_write', 'save_json', 'git_commit',
+           'hardware', 'machine_text', 'package_versions', 'file_sha256', 'provenance', 'provenance_md',
+           'show_provenance', 'results_dir', 'has_models', 'save_key_figure', 'Once', 'cli_type']
 
 # %% ../nbs/90_profiles.ipynb #afc1d5a8
 def project_root(start:Path|None=None # folder to search upward from (default: the working directory)
@@ -126,6 +126,14 @@ def resolve_device(device:str # 'cpu', 'cuda' or 'auto'
         raise ProfileError("This profile asks for device='cuda' but torch sees no GPU. Run it on a GPU machine, or pass device='cpu' (slow) or profile='smoke'.")
     return device
 
+# %% ../nbs/90_profiles.ipynb #3afe86d1
+def inference_device(device:str # a profile's `device`: 'cpu', 'cuda' or 'auto'
+                    )->str:
+    "The device for work that only predicts: the GPU where the profile allows one and torch sees it, else the CPU."
+    import torch
+    return 'cuda' if device in ('cuda', 'auto') and torch.cuda.is_available() else 'cpu'
+
+
 # %% ../nbs/90_profiles.ipynb #b7c3bcc2
 def umask()->int:
     "This process's umask (read without changing it where /proc tells it)."
@@ -176,6 +184,14 @@ def hardware()->dict:
     return dict(host=socket.gethostname(), platform=platform.platform(), cpu=platform.processor() or platform.machine(),
                 cpu_cores=os.cpu_count(), memory_gib=round(mem, 1), gpu=gpu)
 
+# %% ../nbs/90_profiles.ipynb #9b961206
+def machine_text(hw:dict # from `hardware`
+                )->str:
+    "One line naming a machine: its GPU (or none), CPU cores and memory."
+    gpu = f"{hw['gpu']} GPU" if hw.get('gpu') not in (None, '', 'none') else 'no GPU'
+    return f"{gpu}, {hw.get('cpu_cores')} CPU cores ({hw.get('cpu')}), {hw.get('memory_gib')} GiB memory"
+
+
 # %% ../nbs/90_profiles.ipynb #eb2f4461
 PACKAGES = ('torch', 'torchvision', 'fastai', 'fastcore', 'timm', 'nbdev', 'numpy', 'pandas', 'scikit-learn',
             'pillow', 'matplotlib', 'seaborn', 'papermill', 'grad-cam')
@@ -216,7 +232,7 @@ def provenance_md(prov:dict # from `provenance`
             ('parameters', ', '.join(f'{k}={v}' for k, v in prov['parameters'].items())),
             ('data', f"{prov.get('data', 'none')} (metadata sha256 {prov.get('metadata_sha256', '-')[:12]})"),
             ('git commit', prov['git_commit']), ('date (UTC)', prov['date_utc']),
-            ('hardware', f"{hw['cpu']}, {hw['cpu_cores']} cores, {hw['memory_gib']} GiB, GPU: {hw['gpu']}"),
+            ('hardware', machine_text(hw)),
             ('packages', ', '.join(f'{k} {v}' for k, v in pk.items()))]
     table = '| run | |\n|---|---|\n' + '\n'.join(f'| {k} | {v} |' for k, v in rows)
     return (f'> {SMOKE_BANNER}\n\n' if prov['smoke'] else '') + table
@@ -237,6 +253,8 @@ def results_dir(run_dir:Path|str|None=None, # the pipeline's run folder, or None
     return d
 
 # %% ../nbs/90_profiles.ipynb #hasmod01
+REFERENCE = 'report'  # the project's committed reference report (a published full run): its fold models are the commands' default
+
 def has_models(run:Path|str # a run folder, or a configuration folder with fold*/
               )->bool:
     "Whether `run` holds finished fold models (a `done.json` of chapter 05): where `melanoma-predict` looks and where `runs/latest` may point."

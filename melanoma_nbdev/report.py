@@ -10,18 +10,21 @@ import base64, hashlib, json, os, re, shutil, subprocess, time
 from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.script import call_parse
-from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError, has_models)
+from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError, has_models,
+                                     machine_text, file_sha256, REFERENCE)
 
 # %% auto #0
 __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE',
-           'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name',
-           'lock_run', 'new_run_dir', 'execute', 'machine_paths', 'scrub', 'is_test_cell', 'is_log', 'results_first',
-           'unlink', 'smoke_banner', 'data_note', 'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables',
-           'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown',
-           'headline_rows', 'md_table', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf',
-           'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
-           'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report', 'pdf_chapters', 'render_run',
-           'parse_sets', 'run_folder', 'melanoma_report']
+           'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'REDUCING', 'OPTIONAL', 'PUBLISH_MAX_MIB',
+           'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute',
+           'machine_paths', 'recorded_paths', 'scrub', 'is_test_cell', 'is_log', 'results_first', 'unlink',
+           'smoke_banner', 'data_note', 'chapter_record', 'run_note', 'clean_nb', 'process_nb', 'stage_book', 'fence',
+           'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
+           'nb_markdown', 'headline_rows', 'md_table', 'machines', 'front_page', 'callouts_typst', 'report_markdown',
+           'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme',
+           'read_provenance', 'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report',
+           'pdf_chapters', 'render_run', 'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder',
+           'melanoma_report', 'melanoma_publish']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -130,7 +133,8 @@ _ABS = re.compile(rf"(?<![\w.:/~\\-])/(?:{_TOP})(?:/[^\s'\"`<>()\[\]{{}},;|*]*)?
 
 def machine_paths(run:Path|None=None, # the run folder
                   root:Path|None=None, # the project checkout
-                  data:list|None=None # data folders used by the run
+                  data:list|None=None, # data folders used by the run
+                  recorded:list|None=None # more (absolute folder, relative form) pairs, e.g. `recorded_paths`
                  )->list:
     "(absolute folder, relative form) pairs, longest first."
     import sys
@@ -138,12 +142,18 @@ def machine_paths(run:Path|None=None, # the run folder
     for d in data or []: pairs.append((str(d), Path(d).name))
     if run: pairs.append((str(run), os.path.relpath(Path(run).resolve(), Path(root).resolve()) if root and Path(run).resolve().is_relative_to(Path(root).resolve()) else 'run'))
     if root: pairs.append((str(root), '.'))
-    pairs += [(sys.prefix, 'venv'), (str(Path.home()), '~')]
+    pairs += [*(recorded or []), (sys.prefix, 'venv'), (str(Path.home()), '~')]
     out = {}
     for p, r in pairs:
         for q in {str(p), str(Path(p).resolve())}:
             if len(q) > 1: out.setdefault(q.rstrip('/'), r)
     return sorted(out.items(), key=lambda x: -len(x[0]))
+
+def recorded_paths(prov:dict # a run's provenance
+                  )->list:
+    "(absolute folder, relative form) pairs of the run folders and checkouts it records: one per machine the run ran on."
+    recs = [prov, *prov.get('resumes', [])]
+    return [(r[k], rel) for r in recs for k, rel in (('run_dir', 'run'), ('project', '.')) if isinstance(r.get(k), str) and len(r[k]) > 1]
 
 def scrub(s:str, # text that may hold absolute paths
           paths:list # from `machine_paths`
@@ -221,6 +231,25 @@ def data_note(prov:dict # the run's provenance
             "No model is trained in this chapter. Its facts about the dataset do not depend on the run profile, except where a section says it "
             f"describes this run (the `{prov.get('profile')}` profile's sample of {prov.get('parameters', {}).get('n_images') or 'all'} images).\n:::")
 
+def _as_set(v)->str: return ','.join(map(str, v)) if isinstance(v, list) else str(v)
+
+def chapter_record(prov:dict, # the run's provenance
+                   name:str # a notebook's file name
+                  )->dict:
+    "The run's record of notebook `name`, with the machine and commit it ran on (the run's own for records that lack them)."
+    rec = next((n for n in prov.get('notebooks', []) if n.get('notebook') == name), {})
+    return {'machine': machine_text(prov.get('hardware') or {}), 'git_commit': prov.get('git_commit'), 'finished_utc': prov.get('date_utc', ''), **rec}
+
+def run_note(prov:dict, # the run's provenance
+             name:str # the chapter's notebook name
+            )->str:
+    "The note under a chapter's title in a run that is not a smoke run: the run, profile, commit, date and machine its numbers come from."
+    p, o, r = prov.get('parameters', {}), prov.get('overrides') or {}, chapter_record(prov, name)
+    return ('::: {.callout-note title="Where the numbers on this page come from"}\n'
+            f"The **{prov.get('profile')} run** of this report: profile `{prov.get('profile')}` ({p.get('n_images') or 'all'} images at {p.get('img_size')} px, "
+            f"{p.get('epochs')} epochs, {p.get('folds')} folds" + (f"; overrides: {', '.join(f'{k}={_as_set(v)}' for k, v in o.items())}" if o else '') + "), "
+            f"git commit `{r['git_commit']}`; this chapter was executed on {str(r['finished_utc'])[:10]} on {r['machine']}.\n:::")
+
 def _front(c):
     import yaml
     m = re.match(r'^---\n(.*?)\n---', c.source, re.S) if c.cell_type == 'raw' else None
@@ -289,6 +318,8 @@ def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
         if fm is not None and prov and prov.get('smoke') and nn and nn[1] < '90':
             data = re.match(DATA_CHAPTERS, name) or fm.get('smoke') == 'data'
             cells.append(nbformat.from_dict(dict(cell_type='markdown', source=(data_note if data else smoke_banner)(prov), metadata={'report': 'banner'}, id=f'smoke{num}')))
+        elif fm is not None and prov and nn and nn[1] < '90':
+            cells.append(nbformat.from_dict(dict(cell_type='markdown', source=run_note(prov, name), metadata={'report': 'run-note'}, id=f'run{num}')))
     nb.cells = cells
     return nb
 
@@ -596,16 +627,26 @@ def md_table(header:list, # column names
     return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', rule] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
 
 # %% ../nbs/91_report.ipynb #f7afd3ec
+def machines(prov:dict # a run's provenance
+            )->list:
+    "(machine, [chapter numbers]) of a run, in the order first used: where each chapter ran (`chapter_record`)."
+    out = {}
+    for n in prov.get('notebooks', []): out.setdefault(chapter_record(prov, n['notebook'])['machine'], []).append(n['notebook'][:2])
+    return list(out.items())
+
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None, # from `machine_paths`
-               pdf:bool=False # for the PDF (figures sized to the page)
+               pdf:bool=False, # for the PDF (figures sized to the page)
+               expected:list|None=None # the project's numbered notebooks: those the run lacks are named
               )->str:
     "The front page's Markdown: sections at level 2."
     smoke, hw, p = prov.get('smoke'), prov.get('hardware', {}), prov.get('parameters', {})
     data = json.loads((run/'results'/'data.json').read_text()) if (run/'results'/'data.json').exists() else {}
     status = ('**smoke run**: a tiny CPU check that the code runs end to end. Its model numbers are noise, not results, and must not be quoted.'
-              if smoke else f"**{prov.get('profile')} run**: the report's results.")
+              if smoke else f"**{prov.get('profile')} run**: the report's results." + (f" Overrides of the profile: {', '.join(f'{k}={_as_set(v)}' for k, v in prov['overrides'].items())}." if prov.get('overrides') else ''))
+    ran = {n['notebook'] for n in prov.get('notebooks', [])}
+    missing = [n for n in expected or [] if n not in ran]
     out = (['::: {.callout-warning title="Smoke run: the model numbers of this report are not results"}\n' + status + '\n:::'] if smoke else []) + ['## About this report',
            'A reproducible report on classifying dermoscopic images of skin lesions (HAM10000, seven diagnostic classes, and the clinical question: melanoma or not). '
            'Each chapter is a notebook executed top to bottom for this run; every number below and in the chapters comes from the run described here, '
@@ -614,8 +655,9 @@ def front_page(run:Path, # the run folder
            '## This run',
            md_table(['', ''], [('status', status), ('profile', f"`{prov.get('profile')}`: " + ', '.join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())),
                                ('git commit', f"`{prov.get('git_commit')}`"), ('date (UTC)', prov.get('date_utc', '')),
-                               ('hardware', f"{hw.get('cpu')}, {hw.get('cpu_cores')} cores, {hw.get('memory_gib')} GiB memory, GPU: {hw.get('gpu')}"),
-                               ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds', 0):.0f} s)" for n in prov.get('notebooks', [])))], [1, 5]),
+                               ('hardware', '; '.join(f"{m} (chapters {', '.join(c)})" for m, c in machines(prov))),
+                               ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds') or 0:.0f} s)" for n in prov.get('notebooks', []))
+                                + (f"; not in this run: {', '.join(missing)}" if missing else ''))], [1, 5]),
            '## Headline results']
     header, rows = headline_rows(run/'results')
     if rows:
@@ -664,6 +706,10 @@ def _typst_header(prov):
     if prov.get('smoke'):
         t.append('#set page(header: align(center, block(fill: rgb("#fff3cd"), stroke: 0.6pt + rgb("#d39e00"), inset: (x: 8pt, y: 3pt), radius: 2pt, '
                  'text(size: 8pt, fill: rgb("#6b4500"))[*SMOKE RUN:* model numbers in this report are noise, not results (tiny CPU check). Dataset facts are unaffected.])))')
+    else:
+        on = ' + '.join(dict.fromkeys(m.split(' GPU,')[0] + ' GPU' if ' GPU,' in m else 'CPU' for m, _ in machines(prov)))
+        line = f"Every number: the {prov.get('profile')} run of {str(prov.get('date_utc', ''))[:10]}, profile {prov.get('profile')}, commit {prov.get('git_commit')}, run on {on or 'CPU'}"
+        t.append(f'#set page(header: align(center, text(size: 7.5pt, fill: rgb("#555555"), {json.dumps(line)})))')
     return '\n'.join(t)
 
 def callouts_typst(md:str # Markdown with Quarto callouts (`::: {.callout-warning title="..."}`)
@@ -691,7 +737,7 @@ def report_markdown(book:Path, # the staging folder
     head = 'header-includes: |\n' + ''.join(f'  {l}\n' for l in fence(_typst_header(prov), '{=typst}').splitlines())
     body = '\n\n'.join(nb_markdown(book/n, d/'media', code=False) for n in notebooks)
     toc = fence('#outline(depth: 1)', '{=typst}')
-    (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(front)) + '\n\n' + toc + '\n\n' + body)
+    (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(front)) + '\n\n' + toc + '\n\n' + callouts_typst(body))
     return d/'report.md'
 
 # %% ../nbs/91_report.ipynb #4f75a0c8
@@ -795,8 +841,6 @@ def read_provenance(run:Path|str # a run folder
         raise RunError(f"{f} is not a run's provenance (no list of notebooks). Fix: give runs/<name> of a run made by melanoma-report.")
     return prov
 
-def _as_set(v)->str: return ','.join(map(str, v)) if isinstance(v, list) else str(v)
-
 def check_resume(run:Path, # the run folder to continue
                  P # the profile this command asks for (`load_profile`)
                 )->dict:
@@ -871,9 +915,11 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     run, lock = new_run_dir(root/'runs', profile, name, force, resume)
     try:
         params = dict(profile=profile, data_path=data_path, run_dir=str(run), overrides=P.overrides, **({'test_data_path': test_data_path} if test_data_path else {}))
-        prov = provenance(P, command=dict(profile=profile, overrides=P.overrides, data_path=data_path, test_data_path=test_data_path, only=only, resume=resume), notebooks=[])
+        prov = provenance(P, command=dict(profile=profile, overrides=P.overrides, data_path=data_path, test_data_path=test_data_path, only=only, resume=resume), notebooks=[],
+                          run_dir=str(run), project=str(root))
+        stamp = dict(machine=machine_text(prov['hardware']), git_commit=prov['git_commit'])  # each chapter's record: the machine and commit it ran on
         if resume:
-            attempt = {k: prov[k] for k in ('git_commit', 'date_utc', 'command')} | {'notebooks': []}
+            attempt = {k: prov[k] for k in ('git_commit', 'date_utc', 'command', 'hardware', 'run_dir', 'project')} | {'notebooks': []}
             prov = check_resume(run, P)  # before anything in the run is written
             prov['resumes'] = [*prov.get('resumes', []), attempt]
         (run/'notebooks').mkdir(exist_ok=True)
@@ -883,7 +929,7 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
             print(f'--- {nb.name}', flush=True)
             out = run/'notebooks'/nb.name
             stage = out.with_name(f'.resume-{nb.name}') if resume and out.exists() else out  # a finished notebook is replaced only by a success
-            try: r = execute(nb, stage, params, nbs, run/'logs'/f'{nb.stem}.kernel.log')
+            try: r = {**execute(nb, stage, params, nbs, run/'logs'/f'{nb.stem}.kernel.log'), **stamp, 'finished_utc': datetime.now(timezone.utc).isoformat(timespec='seconds')}
             except KeyboardInterrupt:
                 if stage != out: stage.unlink(missing_ok=True)
                 (attempt['notebooks'] if resume else prov['notebooks']).append(dict(notebook=nb.name, status='interrupted', error='Ctrl-C', seconds=None))
@@ -927,16 +973,92 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
     done = [n['notebook'] for n in prov['notebooks'] if n['status'] == 'ok']
     data = [prov['data']] if prov.get('data') else []
     if (run/'results'/'data.json').exists(): data.append(json.loads((run/'results'/'data.json').read_text()).get('data'))
-    paths = machine_paths(run, root, [d for d in data if d])
-    front = front_page(run, prov, paths)
+    paths = machine_paths(run, root, [d for d in data if d], recorded_paths(prov))
+    expected = [p.name for p in numbered(root/'nbs')]
+    front = front_page(run, prov, paths, expected=expected)
     book = stage_book([root/'nbs'/'index.ipynb', *[run/'notebooks'/n for n in done]], run/'book', root/'_quarto.yml', paths, prov, front)
     if (figs := run/'results'/'figures').is_dir():  # the front page's key figures, beside the site's index and the PDF's Markdown
         for d in (run/'book', run/'book'/'_pdf'): shutil.copytree(figs, d/'figures', dirs_exist_ok=True)
-    t0 = time.time(); pdf = render_pdf(report_markdown(book, pdf_chapters(done), prov, front_page(run, prov, paths, pdf=True)), run/'report.pdf')
+    t0 = time.time(); pdf = render_pdf(report_markdown(book, pdf_chapters(done), prov, front_page(run, prov, paths, pdf=True, expected=expected)), run/'report.pdf')
     shutil.copy(pdf, book/'report.pdf')
     site = render_site(book, run/'site'); t1 = time.time()
     print(f'rendered {run/"site"/"index.html"} and {pdf} in {t1-t0:.1f} s ({"Quarto" if shutil.which("quarto") else "offline: smalldocs, pandoc + typst"})')
     return site, pdf
+
+# %% ../nbs/91_report.ipynb #d57d5d06
+PUBLISHED = 'PUBLISHED.json'  # its record: source run, date, commit, files and their SHA-256
+REDUCING = ('n_images', 'img_size', 'folds')  # overrides that make a run smaller than its profile: never the reference
+OPTIONAL = r'^(02|04)_'  # chapters of GPU step 2 (augmentation, architectures), which a short GPU window may leave out
+PUBLISH_MAX_MIB = dict(file=20, total=100)  # git is no place for more
+
+def publishable(prov:dict, # a run's provenance
+                expected:list # the project's numbered notebooks
+               )->list:
+    "Why the run cannot be the reference report; empty when it can."
+    st, o = {n['notebook']: n['status'] for n in prov.get('notebooks', [])}, prov.get('overrides') or {}
+    why = [f"it is a smoke run (profile {prov.get('profile')!r}): its numbers are not results"] if prov.get('smoke') else []
+    if red := [f'{k}={_as_set(o[k])}' for k in REDUCING if k in o]: why.append(f"its overrides ({', '.join(red)}) make it smaller than profile {prov.get('profile')!r}")
+    if bad := [n for n, s in st.items() if s != 'ok']: why.append(f"chapter(s) {', '.join(bad)} did not finish")
+    if miss := [n for n in expected if n not in st and not re.match(OPTIONAL, n)]: why.append(f"it lacks chapter(s) {', '.join(miss)}")
+    return why
+
+# %% ../nbs/91_report.ipynb #00973a02
+def _publish_files(run:Path, tmp:Path, models:Path):
+    "Copy into `tmp` what `publish_run` publishes of `run`."
+    from melanoma_nbdev.gpu import _fp16
+    prov = read_provenance(run)
+    (tmp/'notebooks').mkdir(parents=True)
+    for n in prov['notebooks']: shutil.copy2(run/'notebooks'/n['notebook'], tmp/'notebooks'/n['notebook'])
+    for d in ('results', 'gpu'):
+        if (run/d).is_dir(): shutil.copytree(run/d, tmp/d, ignore=shutil.ignore_patterns('*.safetensors', '*.lock', '*.tmp', '_fastai'))
+    shutil.copy2(run/'provenance.json', tmp/'provenance.json')
+    for fold in sorted(f for f in models.glob('fold*') if (f/'done.json').is_file()):
+        out = tmp/models.relative_to(run)/fold.name; out.mkdir(parents=True)
+        for f in fold.glob('*.json'): shutil.copy2(f, out/f.name)
+        _fp16(fold/'model.safetensors', out/'model.safetensors')
+
+def publish_run(run:Path|str, # a finished run folder (runs/<name>)
+                dest:Path|str|None=None, # where to publish (default: the project's `report/`)
+                force:bool=False, # replace a report already published there
+                check:bool=True, # refuse smoke, reduced and unfinished runs (`publishable`); False only for tests
+                root:Path|None=None # the project checkout
+               )->Path:
+    "Publish `run` as the committed reference report in `dest`, atomically; `dest`."
+    from melanoma_nbdev.predict import model_folder
+    root = Path(root or project_root()); run = Path(run); prov = read_provenance(run)
+    dest = Path(dest) if dest else root/REFERENCE
+    if check and (why := publishable(prov, [p.name for p in numbered(root/'nbs')])):
+        raise RunError(f"{run} cannot be the reference report: {'; '.join(why)}. Nothing was changed. Fix: publish a finished full run (README: the full run).")
+    if (dest/PUBLISHED).exists() and not force: raise RunError(f"{dest} already holds a published report (of run {json.loads((dest/PUBLISHED).read_text()).get('run')}). Nothing was changed. Fix: --force replaces it (git keeps the old one).")
+    if dest.exists() and not (dest/PUBLISHED).exists() and any(p.name not in ('book', 'site', 'report.pdf', '.lock') for p in dest.iterdir()):
+        raise RunError(f"{dest} exists and is not a published report. Nothing was changed. Fix: give another --dest, or move {dest} away.")
+    models = model_folder(run)  # the main configuration, as melanoma-predict finds it
+    tmp, old = (dest.with_name(f'.{dest.name}.{s}-{os.getpid()}') for s in ('new', 'old'))
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _publish_files(run, tmp, models)
+        files = {str(p.relative_to(tmp)): p for p in sorted(tmp.rglob('*')) if p.is_file()}
+        size, big = sum(p.stat().st_size for p in files.values()), [f for f, p in files.items() if p.stat().st_size > PUBLISH_MAX_MIB['file'] * 2**20]
+        if big or size > PUBLISH_MAX_MIB['total'] * 2**20:
+            raise RunError(f"{run} is too large to commit: {size / 2**20:.0f} MiB (at most {PUBLISH_MAX_MIB['total']})" + (f"; over {PUBLISH_MAX_MIB['file']} MiB: {', '.join(big)}" if big else '') + ". Nothing was changed.")
+        save_json(dict(run=run.resolve().name, profile=prov.get('profile'), overrides=prov.get('overrides') or {}, run_git_commit=prov.get('git_commit'),
+                       published_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), published_from_commit=git_commit(root),
+                       models=dict(folder=str(models.relative_to(run)), dtype='float16', note='fp16 copies of the fold models the run trained in float32'),
+                       total_mib=round(size / 2**20, 1), files={f: file_sha256(p) for f, p in files.items()}), tmp/PUBLISHED)
+        if dest.exists(): os.replace(dest, old)
+        try: os.replace(tmp, dest)
+        except BaseException:
+            if old.exists(): os.replace(old, dest)  # the earlier report back in place
+            raise
+    finally: shutil.rmtree(tmp, ignore_errors=True); shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+def check_published(dest:Path|str # a published report (`publish_run`)
+                   )->list:
+    "Files of `dest` that differ from its `PUBLISHED.json` (changed, missing or unlisted); empty when intact."
+    dest = Path(dest); rec = json.loads((dest/PUBLISHED).read_text())['files']
+    have = {str(p.relative_to(dest)) for p in dest.rglob('*') if p.is_file() and p.name != PUBLISHED and not re.match(r'(book|site)/|report\.pdf$|\.lock$', str(p.relative_to(dest)))}
+    return sorted([f for f in rec if f not in have or file_sha256(dest/f) != rec[f]] + [f for f in have if f not in rec])
 
 # %% ../nbs/91_report.ipynb #72f729b2
 def parse_sets(sets:list|str|None # ['key=value', ...] from repeated --set
@@ -964,6 +1086,9 @@ def run_folder(run:str, # a run folder, or the name of one in runs/
     "The run folder `run` names (a path, else runs/<run>), checked to be a run (see `read_provenance`)."
     p = Path(run)
     if not p.exists() and RUN_NAME.fullmatch(run or '') and (Path(root or project_root())/'runs'/run).exists(): p = Path(root or project_root())/'runs'/run
+    if p.resolve() == (Path(root or project_root())/REFERENCE).resolve() and not (p/'provenance.json').is_file():
+        raise RunError(f"{p} holds no published report yet: the reference report is the full run, trained on a GPU and published with melanoma-publish "
+                       "(README: the full run). Until then, make report runs and renders a smoke run of your own.")
     read_provenance(p)
     return p
 
@@ -980,7 +1105,8 @@ def melanoma_report(profile:Annotated[str, {'action': Once}]='smoke', # run prof
                     render:Annotated[str, {'action': Once}]=None # only render an existing run (a folder, or a name in runs/), executing nothing
                    ):
     "Run the report: execute the notebooks with a profile, then render the website and the PDF."
-    from melanoma_nbdev.data import DataError
+    try: from melanoma_nbdev.data import DataError
+    except ImportError: DataError = RunError  # rendering alone (make show's small install) needs no data layer
     try:
         if render:
             run = run_folder(render); lock = lock_run(run)
@@ -995,3 +1121,17 @@ def melanoma_report(profile:Annotated[str, {'action': Once}]='smoke', # run prof
     except KeyboardInterrupt: _say('error: interrupted (Ctrl-C) before any notebook ran: nothing was written.' if not render else
                                    f'error: interrupted (Ctrl-C) while rendering {render}: its executed notebooks are unchanged; render again with --render.', 130)
     except OSError as e: _say(f"error: {e.strerror or e} ({e.filename or 'a file of the run'}). Fix: check that folder's permissions and free space, then run again.")
+
+@call_parse
+def melanoma_publish(run:str, # the finished full run to publish: a run folder, or the name of one in runs/
+                     dest:str=None, # where to publish (default: the project's report/)
+                     force:bool=False # replace the report already published there
+                    ):
+    "Publish a finished full run as the project's committed reference report (report/), which `make show` renders."
+    from melanoma_nbdev.predict import CommandError
+    try:
+        d = publish_run(run_folder(run), dest, force)
+        rec = json.loads((d/PUBLISHED).read_text())
+        print(f"published {run} into {d}: {len(rec['files'])} files, {rec['total_mib']} MiB. Render it with `make show`, look at it, then commit it: git add {d} && git commit")
+    except (RunError, CommandError) as e: _say(f'error: {e}')
+    except OSError as e: _say(f"error: {e.strerror or e} ({e.filename or 'a file'}). Nothing was published. Fix: check that folder's permissions and free space, then run again.")
