@@ -20,7 +20,8 @@ from .profiles import load_profile, resolve_device, save_json, atomic_write, Pro
 __all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'MiB', 'SKIP', 'squish', 'resize_all', 'device_images',
            'clear_cache', 'IndexedImages', 'DeviceDL', 'ChannelsLast', 'tensor_path', 'tensor_dls', 'GpuBusy',
            'synthetic_dls', 'measure_throughput', 'step_jobs', 'predict_seconds', 'total_seconds', 'measure_rates',
-           'preflight', 'preflight_text', 'melanoma_benchmark', 'pack_run', 'unpack_run', 'melanoma_pack']
+           'preflight', 'preflight_text', 'melanoma_benchmark', 'pack_run', 'merge_provenance', 'unpack_run',
+           'melanoma_pack']
 
 # %% ../nbs/92_gpu.ipynb #860e8f2e
 def squish(img, # an RGB uint8 array (H, W, 3) or an image file
@@ -405,21 +406,52 @@ def pack_run(run:Path|str, # a run folder (runs/<name>)
     else: written.append(tgz)
     return written
 
+def merge_provenance(have:dict, # the local run's provenance
+                     new:dict # the provenance of the same run's part made elsewhere (a GPU step)
+                    )->dict:
+    "One provenance for the run: `new`'s chapters replace `have`'s (a failed one never replaces a finished one); `new`'s attempts join `resumes`."
+    if (have.get('profile'), have.get('parameters')) != (new.get('profile'), new.get('parameters')):
+        raise ValueError(f"the packed run has profile {new.get('profile')!r} with {new.get('parameters')}, the local one {have.get('profile')!r} with {have.get('parameters')}: not the same run")
+    recs = {n['notebook']: n for n in have.get('notebooks', [])}
+    for n in new.get('notebooks', []):
+        if n.get('status') == 'ok' or recs.get(n['notebook'], {}).get('status') != 'ok': recs[n['notebook']] = n
+    key, seen = lambda a: (a.get('date_utc'), a.get('run_dir')), {(have.get('date_utc'), have.get('run_dir')), *((a.get('date_utc'), a.get('run_dir')) for a in have.get('resumes', []))}
+    attempts = [{k: new.get(k) for k in ('git_commit', 'date_utc', 'command', 'hardware', 'run_dir', 'project', 'notebooks')}, *new.get('resumes', [])]
+    return {**have, 'notebooks': sorted(recs.values(), key=lambda n: n['notebook']), 'resumes': [*have.get('resumes', []), *[a for a in attempts if key(a) not in seen]]}
+
+def _merge_into(src:Path, run:Path):
+    "Put the unpacked run `src` into the existing run folder `run` (`merge_provenance`); a notebook only where its record was taken."
+    try: have = json.loads((run/'provenance.json').read_text())
+    except (OSError, ValueError): raise ValueError(f"{run} exists but is not a readable run folder (no provenance.json): not unpacked. Fix: move it away, or unpack with --runs elsewhere.") from None
+    new = json.loads((src/'provenance.json').read_text())
+    prov = merge_provenance(have, new)
+    taken = {n['notebook'] for n in prov['notebooks'] if n in new.get('notebooks', [])}
+    for f in sorted(p for p in src.rglob('*') if p.is_file() and p.name != 'provenance.json'):
+        rel = f.relative_to(src)
+        if rel.parts[0] == 'notebooks' and rel.name not in taken: continue
+        (run/rel).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(f, run/rel)
+    save_json(prov, run/'provenance.json')
+
 def unpack_run(src:Path|str, # the folder holding `pack_run`'s files
                runs:Path|str='runs' # the folder to put the run folder in
               )->Path:
-    "Put packed files back: the run folder under `runs`, with the main configuration's fold models (as float32) where they were."
+    "Put packed files back: the run folder under `runs` (merged into it when it exists: `_merge_into`), with the main configuration's fold models (as float32) where they were."
     import io
     src, runs = Path(src), Path(runs)
     parts = sorted(src.glob('run.tar.gz.part*'), key=lambda p: int(p.name.rsplit('part', 1)[1]))
     data = b''.join(p.read_bytes() for p in parts) if parts else (src/'run.tar.gz').read_bytes()
-    with tarfile.open(fileobj=io.BytesIO(data), mode='r:gz') as t:
-        names = t.getnames()
-        bad = [n for n in names if Path(n).is_absolute() or '..' in Path(n).parts]
-        if bad: raise ValueError(f"{src}: archive holds unsafe paths {bad[:3]}; not unpacked.")
-        name = Path(names[0]).parts[0]
-        t.extractall(runs, filter='data')
-    run = runs/name
+    stage = runs/f'.unpack-{os.getpid()}'
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode='r:gz') as t:
+            names = t.getnames()
+            bad = [n for n in names if Path(n).is_absolute() or '..' in Path(n).parts]
+            if bad: raise ValueError(f"{src}: archive holds unsafe paths {bad[:3]}; not unpacked.")
+            name = Path(names[0]).parts[0]
+            t.extractall(stage, filter='data')
+        run = runs/name
+        if run.exists(): _merge_into(stage/name, run)  # a later step of the same run, or one made on another machine
+        else: os.replace(stage/name, run)
+    finally: shutil.rmtree(stage, ignore_errors=True)
     man = json.loads((run/'packed.json').read_text())
     from safetensors.torch import load_file, save_file
     for f, rel in man['models'].items():

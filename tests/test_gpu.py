@@ -12,6 +12,7 @@ import melanoma_nbdev.gpu as gpu
 from melanoma_nbdev.gpu import pack_run, unpack_run, MiB
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 def fake_run(root: Path, n_folds=5, mib=0.5) -> Path:
@@ -124,3 +125,60 @@ def test_gpu_run_end_to_end_smoke(tmp_path):
     from melanoma_nbdev.kfold import FoldEnsemble
     assert len(FoldEnsemble(back/'kfold'/'tf_efficientnet_lite0_ce').models) == 2
     print(f'gpu-run end to end: {time.time() - t0:.0f} s')
+    # then, as after a GPU window: the run unpacked into another checkout, its CPU chapters resumed there, published and shown
+    here = tmp_path/'here'
+    subprocess.run(['git', 'clone', '-q', str(ROOT), str(here)], check=True)
+    shutil.copytree(clone/'data'/'ham10000', here/'data'/'ham10000')
+    from melanoma_nbdev.data import make_synthetic_test
+    test_set = make_synthetic_test(tmp_path/'isic_test', 70)
+    run = unpack_run(tmp_path/'out', here/'runs')
+    env_here = {k: v for k, v in os.environ.items() if k not in ('MELANOMA_DATA', 'MELANOMA_TEST_DATA', 'MELANOMA_SETTINGS')} | dict(OMP_NUM_THREADS='1')
+    r = subprocess.run([str(BIN/'melanoma-report'), '--profile', 'smoke', '--set', 'device=cpu', '--name', 'e2e', '--resume', '--only', '^(06|09)_',
+                        '--test-data-path', str(test_set)], cwd=here, env=env_here, capture_output=True, text=True, timeout=3000)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    prov = json.loads((run/'provenance.json').read_text())
+    assert [n['notebook'] for n in prov['notebooks']] == ['00_data.ipynb', '05_kfold.ipynb', '06_error_analysis.ipynb', '09_locked_test.ipynb']
+    assert {n['notebook']: n['git_commit'] for n in prov['notebooks']}['06_error_analysis.ipynb'] and len(prov['resumes']) == 1
+    from melanoma_nbdev.report import publish_run, check_published
+    dest = publish_run(run, check=False, root=here)  # a smoke run: only with check=False
+    assert check_published(dest) == [] and (dest/'results'/'risk_rule.json').exists() and (dest/'results'/'locked_test.json').exists()
+    r = subprocess.run(['make', 'show'], cwd=here, env=env_here, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and (dest/'report.pdf').exists() and (dest/'site'/'index.html').exists(), r.stdout[-2000:] + r.stderr[-2000:]
+    assert '/srv' not in (dest/'site'/'index.html').read_text() and str(clone) not in (dest/'site'/'06_error_analysis.html').read_text()
+    print(f'... unpacked, resumed, published and shown: {time.time() - t0:.0f} s')
+
+
+def part_of_run(root: Path, name: str, chapters: dict, params: dict, where: str) -> Path:
+    "A run folder holding `chapters` (notebook -> status) as made on machine `where`, with one result file per chapter."
+    run = root/name; (run/'notebooks').mkdir(parents=True); (run/'results').mkdir()
+    for nb, status in chapters.items():
+        (run/'notebooks'/nb).write_text(f'{nb} {status} on {where}'); (run/'results'/f'{nb[:2]}.json').write_text(f'"{where}"')
+    (run/'provenance.json').write_text(json.dumps(dict(profile='full', parameters=params, git_commit='c-' + where, date_utc=f'2026-12-05T0{len(where)}:00:00', run_dir=f'/{where}/runs/{name}',
+                                                       hardware={'gpu': where}, notebooks=[dict(notebook=nb, status=s, machine=where) for nb, s in chapters.items()])))
+    return run
+
+
+def test_unpack_merges_a_later_step_into_the_run(tmp_path):
+    "A GPU step unpacked into a run that already holds other chapters (CPU ones, an earlier step): nothing local is lost."
+    params = dict(epochs=4, folds=5, img_size=224)
+    local = part_of_run(tmp_path/'runs', 'full-h200', {'00_data.ipynb': 'ok', '05_kfold.ipynb': 'ok', '06_error_analysis.ipynb': 'ok'}, params, 'cpu')
+    gpu_part = part_of_run(tmp_path/'gpu'/'runs', 'full-h200', {'02_augmentation.ipynb': 'ok', '04_architectures.ipynb': 'ok', '06_error_analysis.ipynb': 'failed'}, params, 'h200')
+    pack_run(gpu_part, tmp_path/'out')
+    run = unpack_run(tmp_path/'out', tmp_path/'runs')
+    prov = json.loads((run/'provenance.json').read_text())
+    assert [(n['notebook'], n['status'], n['machine']) for n in prov['notebooks']] == [
+        ('00_data.ipynb', 'ok', 'cpu'), ('02_augmentation.ipynb', 'ok', 'h200'), ('04_architectures.ipynb', 'ok', 'h200'), ('05_kfold.ipynb', 'ok', 'cpu'), ('06_error_analysis.ipynb', 'ok', 'cpu')]
+    assert (run/'notebooks'/'06_error_analysis.ipynb').read_text() == '06_error_analysis.ipynb ok on cpu'  # a failed chapter never replaces a finished one
+    assert (run/'notebooks'/'02_augmentation.ipynb').read_text() == '02_augmentation.ipynb ok on h200' and (run/'results'/'00.json').read_text() == '"cpu"'
+    assert [a['run_dir'] for a in prov['resumes']] == ['/h200/runs/full-h200'] and prov['git_commit'] == 'c-cpu'
+    assert unpack_run(tmp_path/'out', tmp_path/'runs') == run and len(json.loads((run/'provenance.json').read_text())['resumes']) == 1  # twice: the same
+    other = part_of_run(tmp_path/'gpu2'/'runs', 'full-h200', {'02_augmentation.ipynb': 'ok'}, dict(params, epochs=3), 'h200')
+    pack_run(other, tmp_path/'out2'); before = tree_bytes(run)
+    with pytest.raises(ValueError, match='not the same run'): unpack_run(tmp_path/'out2', tmp_path/'runs')
+    assert tree_bytes(run) == before and [p.name for p in (tmp_path/'runs').iterdir()] == ['full-h200']
+    (tmp_path/'runs'/'x').mkdir(); pack_run(part_of_run(tmp_path/'gpu3'/'runs', 'x', {'02_augmentation.ipynb': 'ok'}, params, 'h200'), tmp_path/'out3')
+    with pytest.raises(ValueError, match=r'exists but is not a readable run folder \(no provenance.json\): not unpacked'): unpack_run(tmp_path/'out3', tmp_path/'runs')
+
+
+def tree_bytes(d: Path) -> dict:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob('*')) if p.is_file()}
