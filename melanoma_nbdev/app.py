@@ -221,6 +221,8 @@ def page(run:str|None=None, # run or configuration folder (see `model_folder`); 
     card = model_card(folder, ens)
     if card['smoke']: st.error(f"**{SMOKE_MODELS}**")
     elif not card['profile']: st.warning("The run that made these models is unknown (no provenance.json or results/kfold_metrics.json): its quality is unknown.")
+    for n in ens.notes:  # melanoma-predict's warnings on these models (an incomplete ensemble, a reduced run); the smoke one is the banner above
+        if 'SMOKE run' not in n: st.warning(f"**Models:** {n}.")
     st.markdown(card_line(card))
     with st.expander('How was this model evaluated?'): _evaluation_panel(folder, card)
     rule = load_risk_rule(run_of(folder))

@@ -22,7 +22,7 @@ from .data import CLASSES, DataError, check_image, read_rgb, find_data, _rows
 from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
 from .gradcam import target_layer, overlay, _save_state, _restore_state
 from .error_analysis import per_class_table, ece, lesion_bootstrap, risk_levels, risk_metrics, RISK_LEVELS, RISK_SENSITIVITY
-from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256, has_models, REFERENCE
+from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256, has_models, REFERENCE, reduced
 
 # %% auto #0
 __all__ = ['DISCLAIMER', 'RISK_RULE_FILE', 'NOT_ASSESSED', 'TRAIN_FIX', 'FOLD_FIX', 'MIN_SIDE', 'MAX_ASPECT', 'IMAGE_SUFFIXES',
@@ -204,6 +204,8 @@ def load_ensemble(folder:Path, # a configuration folder (`model_folder`)
     elif isinstance(expected, int) and len(ens.models) < expected: ens.notes.append(f"incomplete ensemble: {len(ens.models)} of the run's {expected} fold models in {folder}")
     ens.smoke = bool(_run_record(run, 'smoke'))
     if ens.smoke: ens.notes.append(f"the models come from a SMOKE run ({run}): a tiny CPU run that checks the code; its outputs mean nothing")
+    elif red := reduced({'overrides': _run_record(run, 'overrides') or {}}):
+        ens.notes.append(f"the models come from a REDUCED run ({run}: its overrides {', '.join(red)} make it smaller than its profile): not the report's models")
     return ens
 
 # %% ../nbs/08_predict.ipynb #98e44f98

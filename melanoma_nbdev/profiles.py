@@ -14,10 +14,10 @@ from fastcore.basics import AttrDict
 
 # %% auto #0
 __all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'LIMITS', 'WHY', 'OVERRIDES_FIX', 'PACKAGES', 'SMOKE_BANNER', 'REFERENCE',
-           'project_root', 'ProfileError', 'settings_path', 'read_profiles', 'convert_value', 'check_profile',
-           'load_profile', 'resolve_device', 'inference_device', 'umask', 'atomic_write', 'save_json', 'git_commit',
-           'hardware', 'machine_text', 'package_versions', 'file_sha256', 'provenance', 'provenance_md',
-           'show_provenance', 'results_dir', 'has_models', 'save_key_figure', 'Once', 'cli_type']
+           'REDUCING', 'project_root', 'ProfileError', 'settings_path', 'read_profiles', 'convert_value',
+           'check_profile', 'load_profile', 'resolve_device', 'inference_device', 'umask', 'atomic_write', 'save_json',
+           'git_commit', 'hardware', 'machine_text', 'package_versions', 'file_sha256', 'provenance', 'provenance_md',
+           'show_provenance', 'results_dir', 'reduced', 'has_models', 'save_key_figure', 'Once', 'cli_type']
 
 # %% ../nbs/90_profiles.ipynb #afc1d5a8
 def project_root(start:Path|None=None # folder to search upward from (default: the working directory)
@@ -254,6 +254,14 @@ def results_dir(run_dir:Path|str|None=None, # the pipeline's run folder, or None
 
 # %% ../nbs/90_profiles.ipynb #hasmod01
 REFERENCE = 'report'  # the project's committed reference report (a published full run): its fold models are the commands' default
+
+REDUCING = ('n_images', 'img_size', 'folds')  # overrides that make a run smaller than its profile: its numbers are a check, not the profile's results
+
+def reduced(prov:dict # a run's provenance (or chapter 05's record): its `overrides`
+           )->list:
+    "The overrides, as `key=value`, that make the run smaller than its profile; empty for a run of the profile's size."
+    o = prov.get('overrides') or {}
+    return [f"{k}={','.join(map(str, o[k])) if isinstance(o[k], list) else o[k]}" for k in REDUCING if k in o]
 
 def has_models(run:Path|str # a run folder, or a configuration folder with fold*/
               )->bool:

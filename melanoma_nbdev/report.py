@@ -11,20 +11,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.script import call_parse
 from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError, has_models,
-                                     machine_text, file_sha256, REFERENCE)
+                                     machine_text, file_sha256, REFERENCE, REDUCING, reduced)
 
 # %% auto #0
 __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE',
-           'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'REDUCING', 'OPTIONAL', 'PUBLISH_MAX_MIB',
-           'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute',
-           'machine_paths', 'recorded_paths', 'scrub', 'is_test_cell', 'is_log', 'results_first', 'unlink',
-           'smoke_banner', 'data_note', 'chapter_record', 'run_note', 'clean_nb', 'process_nb', 'stage_book', 'fence',
-           'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
-           'nb_markdown', 'headline_rows', 'md_table', 'machines', 'front_page', 'callouts_typst', 'report_markdown',
-           'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme',
-           'read_provenance', 'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report',
-           'pdf_chapters', 'render_run', 'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder',
-           'melanoma_report', 'melanoma_publish']
+           'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'OPTIONAL', 'PUBLISH_MAX_MIB', 'numbered',
+           'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute', 'machine_paths',
+           'recorded_paths', 'scrub', 'is_test_cell', 'is_log', 'results_first', 'unlink', 'smoke_banner', 'data_note',
+           'chapter_record', 'run_note', 'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num',
+           'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown',
+           'headline_rows', 'md_table', 'machines', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf',
+           'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
+           'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report', 'pdf_chapters', 'render_run',
+           'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder', 'melanoma_report',
+           'melanoma_publish']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -240,14 +240,18 @@ def chapter_record(prov:dict, # the run's provenance
     rec = next((n for n in prov.get('notebooks', []) if n.get('notebook') == name), {})
     return {'machine': machine_text(prov.get('hardware') or {}), 'git_commit': prov.get('git_commit'), 'finished_utc': prov.get('date_utc', ''), **rec}
 
+def _epochs(n): return f"{n} epoch{'' if n == 1 else 's'}"
+
 def run_note(prov:dict, # the run's provenance
              name:str # the chapter's notebook name
             )->str:
-    "The note under a chapter's title in a run that is not a smoke run: the run, profile, commit, date and machine its numbers come from."
-    p, o, r = prov.get('parameters', {}), prov.get('overrides') or {}, chapter_record(prov, name)
-    return ('::: {.callout-note title="Where the numbers on this page come from"}\n'
-            f"The **{prov.get('profile')} run** of this report: profile `{prov.get('profile')}` ({p.get('n_images') or 'all'} images at {p.get('img_size')} px, "
-            f"{p.get('epochs')} epochs, {p.get('folds')} folds" + (f"; overrides: {', '.join(f'{k}={_as_set(v)}' for k, v in o.items())}" if o else '') + "), "
+    "The note under a chapter's title in a run that is not a smoke run: the run, profile, commit, date and machine its numbers come from; a warning for a reduced run."
+    p, o, r, red = prov.get('parameters', {}), prov.get('overrides') or {}, chapter_record(prov, name), reduced(prov)
+    what = (f"A **reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it smaller than the profile, so it checks the pipeline and its model numbers "
+            "are not the report's results. " if red else f"The **{prov.get('profile')} run** of this report. ")
+    return ('::: {.callout-' + ('warning title="Reduced run: the model numbers on this page are not results"' if red else 'note title="Where the numbers on this page come from"') + '}\n'
+            + what + f"Profile `{prov.get('profile')}` ({p.get('n_images') or 'all'} images at {p.get('img_size')} px, {_epochs(p.get('epochs'))}, {p.get('folds')} folds"
+            + (f"; overrides: {', '.join(f'{k}={_as_set(v)}' for k, v in o.items())}" if o else '') + "), "
             f"git commit `{r['git_commit']}`; this chapter was executed on {str(r['finished_utc'])[:10]} on {r['machine']}.\n:::")
 
 def _front(c):
@@ -641,13 +645,14 @@ def front_page(run:Path, # the run folder
                expected:list|None=None # the project's numbered notebooks: those the run lacks are named
               )->str:
     "The front page's Markdown: sections at level 2."
-    smoke, hw, p = prov.get('smoke'), prov.get('hardware', {}), prov.get('parameters', {})
+    smoke, hw, p, red = prov.get('smoke'), prov.get('hardware', {}), prov.get('parameters', {}), reduced(prov)
     data = json.loads((run/'results'/'data.json').read_text()) if (run/'results'/'data.json').exists() else {}
-    status = ('**smoke run**: a tiny CPU check that the code runs end to end. Its model numbers are noise, not results, and must not be quoted.'
-              if smoke else f"**{prov.get('profile')} run**: the report's results." + (f" Overrides of the profile: {', '.join(f'{k}={_as_set(v)}' for k, v in prov['overrides'].items())}." if prov.get('overrides') else ''))
+    status = ('**smoke run**: a tiny CPU check that the code runs end to end. Its model numbers are noise, not results, and must not be quoted.' if smoke
+              else f"**reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it smaller than the profile. It checks the pipeline; its model numbers are not the report's results." if red
+              else f"**{prov.get('profile')} run**: the report's results." + (f" Overrides of the profile: {', '.join(f'{k}={_as_set(v)}' for k, v in prov['overrides'].items())}." if prov.get('overrides') else ''))
     ran = {n['notebook'] for n in prov.get('notebooks', [])}
     missing = [n for n in expected or [] if n not in ran]
-    out = (['::: {.callout-warning title="Smoke run: the model numbers of this report are not results"}\n' + status + '\n:::'] if smoke else []) + ['## About this report',
+    out = ([f'::: {{.callout-warning title="{"Smoke" if smoke else "Reduced"} run: the model numbers of this report are not results"}}\n' + status + '\n:::'] if smoke or red else []) + ['## About this report',
            'A reproducible report on classifying dermoscopic images of skin lesions (HAM10000, seven diagnostic classes, and the clinical question: melanoma or not). '
            'Each chapter is a notebook executed top to bottom for this run; every number below and in the chapters comes from the run described here, '
            'and this page itself is generated from its result files. The code of each chapter is on the website (folded under each result); '
@@ -661,7 +666,7 @@ def front_page(run:Path, # the run folder
            '## Headline results']
     header, rows = headline_rows(run/'results')
     if rows:
-        if smoke: out.append('::: {.callout-warning title="Smoke run"}\nThese numbers come from a smoke run and are **not results**: they only show that the pipeline produces them.\n:::')
+        if smoke or red: out.append(f'::: {{.callout-warning title="{"Smoke" if smoke else "Reduced"} run"}}\nThese numbers come from a {"smoke" if smoke else "reduced"} run and are **not results**: they only show that the pipeline produces them.\n:::')
         out.append(md_table(header, rows, [3] + [2] * (len(header) - 1)))
         out.append('Estimates with 95% percentile-bootstrap intervals. Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5); '
                    'lesion level averages the probabilities of a lesion\'s images and resamples lesions (chapter 6), image level resamples images. '
@@ -706,8 +711,11 @@ def _typst_header(prov):
     if prov.get('smoke'):
         t.append('#set page(header: align(center, block(fill: rgb("#fff3cd"), stroke: 0.6pt + rgb("#d39e00"), inset: (x: 8pt, y: 3pt), radius: 2pt, '
                  'text(size: 8pt, fill: rgb("#6b4500"))[*SMOKE RUN:* model numbers in this report are noise, not results (tiny CPU check). Dataset facts are unaffected.])))')
+    elif red := reduced(prov):
+        t.append('#set page(header: align(center, block(fill: rgb("#fff3cd"), stroke: 0.6pt + rgb("#d39e00"), inset: (x: 8pt, y: 3pt), radius: 2pt, '
+                 f'text(size: 8pt, fill: rgb("#6b4500"), {json.dumps("REDUCED RUN (" + ", ".join(red) + "): model numbers in this report are not results.")}))))')
     else:
-        on = ' + '.join(dict.fromkeys(m.split(' GPU,')[0] + ' GPU' if ' GPU,' in m else 'CPU' for m, _ in machines(prov)))
+        on = ' + '.join(dict.fromkeys('CPU' if m.startswith('no GPU') else m.split(' GPU,')[0] + ' GPU' for m, _ in machines(prov)))
         line = f"Every number: the {prov.get('profile')} run of {str(prov.get('date_utc', ''))[:10]}, profile {prov.get('profile')}, commit {prov.get('git_commit')}, run on {on or 'CPU'}"
         t.append(f'#set page(header: align(center, text(size: 7.5pt, fill: rgb("#555555"), {json.dumps(line)})))')
     return '\n'.join(t)
@@ -732,7 +740,7 @@ def report_markdown(book:Path, # the staging folder
     "Write `_pdf/report.md` in `book`: title, front page, contents, then each notebook without its code."
     import yaml
     d = book/'_pdf'; d.mkdir(parents=True, exist_ok=True)  # Quarto skips folders starting with '_'
-    sub = ('SMOKE RUN: model numbers are not results. ' if prov.get('smoke') else '') + f"Profile {prov.get('profile')}, commit {prov.get('git_commit')}, {prov.get('date_utc', '')[:10]}"
+    sub = ('SMOKE RUN: model numbers are not results. ' if prov.get('smoke') else 'REDUCED RUN: model numbers are not results. ' if reduced(prov) else '') + f"Profile {prov.get('profile')}, commit {prov.get('git_commit')}, {prov.get('date_utc', '')[:10]}"
     meta = dict(title=title, subtitle=sub, author='melanoma_nbdev', papersize='a4', fontsize='9.5pt', margin=dict(x='2cm', y='2.2cm'), **{'page-numbering': '1'})
     head = 'header-includes: |\n' + ''.join(f'  {l}\n' for l in fence(_typst_header(prov), '{=typst}').splitlines())
     body = '\n\n'.join(nb_markdown(book/n, d/'media', code=False) for n in notebooks)
@@ -987,7 +995,6 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
 
 # %% ../nbs/91_report.ipynb #d57d5d06
 PUBLISHED = 'PUBLISHED.json'  # its record: source run, date, commit, files and their SHA-256
-REDUCING = ('n_images', 'img_size', 'folds')  # overrides that make a run smaller than its profile: never the reference
 OPTIONAL = r'^(02|04)_'  # chapters of GPU step 2 (augmentation, architectures), which a short GPU window may leave out
 PUBLISH_MAX_MIB = dict(file=20, total=100)  # git is no place for more
 
@@ -995,9 +1002,9 @@ def publishable(prov:dict, # a run's provenance
                 expected:list # the project's numbered notebooks
                )->list:
     "Why the run cannot be the reference report; empty when it can."
-    st, o = {n['notebook']: n['status'] for n in prov.get('notebooks', [])}, prov.get('overrides') or {}
+    st = {n['notebook']: n['status'] for n in prov.get('notebooks', [])}
     why = [f"it is a smoke run (profile {prov.get('profile')!r}): its numbers are not results"] if prov.get('smoke') else []
-    if red := [f'{k}={_as_set(o[k])}' for k in REDUCING if k in o]: why.append(f"its overrides ({', '.join(red)}) make it smaller than profile {prov.get('profile')!r}")
+    if red := reduced(prov): why.append(f"its overrides ({', '.join(red)}) make it smaller than profile {prov.get('profile')!r}")
     if bad := [n for n, s in st.items() if s != 'ok']: why.append(f"chapter(s) {', '.join(bad)} did not finish")
     if miss := [n for n in expected if n not in st and not re.match(OPTIONAL, n)]: why.append(f"it lacks chapter(s) {', '.join(miss)}")
     return why

@@ -55,7 +55,16 @@ def test_page_loads_with_the_notice_and_the_smoke_banner(runs, monkeypatch):
     assert any('run `smoke-tiny`' in m.value and 'profile `smoke`' in m.value for m in at.markdown)
     assert at.file_uploader[0].accept_multiple_files and set(at.file_uploader[0].allowed_type) >= {'.jpg', '.png'}
     at = page(monkeypatch, other)
-    assert DISCLAIMER in at.warning[0].value and not any(SMOKE_MODELS in e.value for e in at.error)
+    assert DISCLAIMER in at.warning[0].value and not any(SMOKE_MODELS in e.value for e in at.error) and len(at.warning) == 1
+
+
+def test_page_warns_of_a_reduced_run(runs, monkeypatch, tmp_path):
+    "A full run made smaller with --set: the page says so, as melanoma-predict does."
+    _, other, _ = runs
+    red = tmp_path/'runs'/'reduced'; shutil.copytree(other, red)
+    save_json(dict(profile='full', smoke=False, overrides={'n_images': 700}, git_commit='test', date_utc='2026-01-01T00:00:00+00:00'), red/'provenance.json')
+    at = page(monkeypatch, red)
+    assert any('REDUCED run' in w.value and 'n_images=700' in w.value for w in at.warning[1:]), [w.value for w in at.warning]
 
 
 def test_upload_gives_the_classes_of_melanoma_predict(runs, monkeypatch, tmp_path):
