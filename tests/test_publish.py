@@ -7,7 +7,7 @@ import pytest, torch
 from safetensors.torch import load_file
 from melanoma_nbdev import predict, report
 from melanoma_nbdev.kfold import ensemble_predict
-from melanoma_nbdev.profiles import project_root, save_json, has_models, REFERENCE
+from melanoma_nbdev.profiles import project_root, save_json, has_models, reduced, REFERENCE
 from melanoma_nbdev.report import publish_run, check_published, render_run, RunError, PUBLISHED
 from test_render import make_run, check_render, pdf_pages, needs_poppler
 
@@ -166,4 +166,4 @@ def test_committed_report_is_intact():
     if not (dest/PUBLISHED).exists(): pytest.skip('no full run is published in report/ yet (it needs a GPU session: issue 11)')
     assert check_published(dest) == []
     prov = json.loads((dest/'provenance.json').read_text())
-    assert prov['profile'] == 'full' and not prov['smoke'] and has_models(dest)
+    assert prov['profile'] == 'full' and not prov['smoke'] and not reduced(prov) and has_models(dest)
