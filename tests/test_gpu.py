@@ -182,3 +182,26 @@ def test_unpack_merges_a_later_step_into_the_run(tmp_path):
 
 def tree_bytes(d: Path) -> dict:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob('*')) if p.is_file()}
+
+
+@pytest.mark.skipif(not os.environ.get('MELANOMA_SLOW'), reason='end to end (minutes on 2 cores): set MELANOMA_SLOW=1')
+def test_gpu_run_stops_at_the_budget_and_packs_what_finished(tmp_path):
+    "A step that would outlast its command is interrupted in time to pack what finished; the same step again continues it."
+    clone = tmp_path/'clone'
+    subprocess.run(['git', 'clone', '-q', str(ROOT), str(clone)], check=True)
+    from melanoma_nbdev.data import make_synthetic
+    make_synthetic(clone/'data'/'ham10000', n_lesions=140)
+    env = {k: v for k, v in os.environ.items() if k not in ('MELANOMA_DATA', 'MELANOMA_WEIGHTS', 'MELANOMA_SETTINGS')} | dict(OMP_NUM_THREADS='1', PYTHONPATH=str(clone))
+    cmd = [str(clone/'tools'/'gpu-run'), 'run', '1', '--name', 'cut', '--profile', 'smoke', '--set', 'device=cpu', '--no-install', '--budget-s', '100000', '--bench-batches', '2']
+    r = subprocess.run(cmd + ['--stop-after', '60', '--out', str(tmp_path/'out1')], cwd=clone, env=env | dict(PYTHON=sys.executable), capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 124 and '== report stopped after 60 s, at the budget: packing what it finished' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    back = unpack_run(tmp_path/'out1', tmp_path/'here')
+    st = {n['notebook']: n['status'] for n in json.loads((back/'provenance.json').read_text())['notebooks']}
+    assert st == {'00_data.ipynb': 'ok', '05_kfold.ipynb': 'interrupted'}, st
+    done = {p: p.stat().st_mtime_ns for p in (clone/'runs'/'cut').glob('kfold/*/fold*/done.json')}
+    r = subprocess.run(cmd + ['--out', str(tmp_path/'out2')], cwd=clone, env=env | dict(PYTHON=sys.executable), capture_output=True, text=True, timeout=3000)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    st = {n['notebook']: n['status'] for n in json.loads((clone/'runs'/'cut'/'provenance.json').read_text())['notebooks']}
+    assert st == {'00_data.ipynb': 'ok', '05_kfold.ipynb': 'ok'}, st
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # folds finished before the stop were not trained again
+    print(f'folds kept across the stop: {len(done)}')
