@@ -191,6 +191,8 @@ def test_gpu_run_stops_at_the_budget_and_packs_what_finished(tmp_path):
     subprocess.run(['git', 'clone', '-q', str(ROOT), str(clone)], check=True)
     from melanoma_nbdev.data import make_synthetic
     make_synthetic(clone/'data'/'ham10000', n_lesions=140)
+    from melanoma_nbdev.models import find_weights
+    (clone/'data'/'weights').mkdir(); shutil.copy(find_weights('tf_efficientnet_lite0'), clone/'data'/'weights')
     env = {k: v for k, v in os.environ.items() if k not in ('MELANOMA_DATA', 'MELANOMA_WEIGHTS', 'MELANOMA_SETTINGS')} | dict(OMP_NUM_THREADS='1', PYTHONPATH=str(clone))
     cmd = [str(clone/'tools'/'gpu-run'), 'run', '1', '--name', 'cut', '--profile', 'smoke', '--set', 'device=cpu', '--no-install', '--budget-s', '100000', '--bench-batches', '2']
     r = subprocess.run(cmd + ['--stop-after', '60', '--out', str(tmp_path/'out1')], cwd=clone, env=env | dict(PYTHON=sys.executable), capture_output=True, text=True, timeout=1200)
