@@ -105,6 +105,12 @@ def _kernel_manager(log:Path):
             return super().start_kernel(**{**kw, 'stderr': self._log})
     return LoggedKernel(kernel_name='python3')
 
+def _kill_kernel(km):
+    "Kill `km`'s kernel at once, without its event loop: after Ctrl-C that loop still holds nbclient's wait for the running cell's reply, which would block until the cell ends (a whole training)."
+    p = getattr(getattr(km, 'provisioner', None), 'process', None)
+    if p is not None and p.poll() is None: p.kill(); p.wait(10)
+    km.cleanup_connection_file()
+
 def execute(nb:Path, # the source notebook
             out:Path, # where the executed notebook is written
             params:dict, # papermill parameters
@@ -113,16 +119,18 @@ def execute(nb:Path, # the source notebook
            )->dict:
     "Execute `nb` with papermill; its name, status and seconds (Ctrl-C in the kernel is raised here as `KeyboardInterrupt`)."
     import papermill as pm
-    t0, status, err = time.time(), 'ok', None
+    t0, status, err, stopped = time.time(), 'ok', None, False
     km = _kernel_manager(log) if log else None
     try: pm.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd), kernel_name='python3', language='python', progress_bar=True, **({'km': km} if km else {}))
     except pm.PapermillExecutionError as e:
         if e.ename == 'KeyboardInterrupt': raise KeyboardInterrupt(f'{nb.name}, cell {e.exec_count}') from None
         status, err = 'failed', f'cell {e.exec_count}: {e.ename}: {e.evalue}'
+    except KeyboardInterrupt: stopped = True; raise
     finally:
         if km is not None:
             try:
-                if km.has_kernel: km.shutdown_kernel(now=True)
+                if stopped: _kill_kernel(km)
+                elif km.has_kernel: km.shutdown_kernel(now=True)
             except Exception: pass  # already gone
             if getattr(km, '_log', None): km._log.close()
     return dict(notebook=nb.name, status=status, error=err, seconds=round(time.time() - t0, 1))
