@@ -97,17 +97,22 @@ def test_gpu_run_usage_errors():
     assert r.returncode == 2 and 'needs --name' in r.stderr
 
 
+def gpu_clone(tmp_path: Path) -> Path:
+    "A fresh clone of this project with what a GPU call carries: synthetic HAM10000 in data/ham10000 and lite0's weights in data/weights."
+    from melanoma_nbdev.data import make_synthetic
+    from melanoma_nbdev.models import find_weights
+    clone = tmp_path/'clone'
+    subprocess.run(['git', 'clone', '-q', str(ROOT), str(clone)], check=True)
+    make_synthetic(clone/'data'/'ham10000', n_lesions=140)
+    (clone/'data'/'weights').mkdir(); shutil.copy(find_weights('tf_efficientnet_lite0'), clone/'data'/'weights')
+    return clone
+
+
 @pytest.mark.skipif(not os.environ.get('MELANOMA_SLOW'), reason='end to end (minutes on 2 cores): set MELANOMA_SLOW=1')
 def test_gpu_run_end_to_end_smoke(tmp_path):
     "tools/gpu-run step 1 on a fresh clone: project installed --no-deps into its own folder, dependencies from this venv's site-packages."
     import site
-    clone = tmp_path/'clone'
-    subprocess.run(['git', 'clone', '-q', str(ROOT), str(clone)], check=True)
-    from melanoma_nbdev.data import make_synthetic
-    make_synthetic(clone/'data'/'ham10000', n_lesions=140)
-    (clone/'data'/'weights').mkdir()
-    from melanoma_nbdev.models import find_weights
-    shutil.copy(find_weights('tf_efficientnet_lite0'), clone/'data'/'weights')
+    clone = gpu_clone(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'MELANOMA_DATA', 'MELANOMA_WEIGHTS', 'MELANOMA_SETTINGS')}
     env.update(PYTHONPATH=site.getsitepackages()[0], OMP_NUM_THREADS='1', PYTHON=getattr(sys, '_base_executable', sys.executable))  # the base interpreter: no editable install of the project
     t0 = time.time()
@@ -187,12 +192,7 @@ def tree_bytes(d: Path) -> dict:
 @pytest.mark.skipif(not os.environ.get('MELANOMA_SLOW'), reason='end to end (minutes on 2 cores): set MELANOMA_SLOW=1')
 def test_gpu_run_stops_at_the_budget_and_packs_what_finished(tmp_path):
     "A step that would outlast its command is interrupted in time to pack what finished; the same step again continues it."
-    clone = tmp_path/'clone'
-    subprocess.run(['git', 'clone', '-q', str(ROOT), str(clone)], check=True)
-    from melanoma_nbdev.data import make_synthetic
-    make_synthetic(clone/'data'/'ham10000', n_lesions=140)
-    from melanoma_nbdev.models import find_weights
-    (clone/'data'/'weights').mkdir(); shutil.copy(find_weights('tf_efficientnet_lite0'), clone/'data'/'weights')
+    clone = gpu_clone(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ('MELANOMA_DATA', 'MELANOMA_WEIGHTS', 'MELANOMA_SETTINGS')} | dict(OMP_NUM_THREADS='1', PYTHONPATH=str(clone))
     cmd = [str(clone/'tools'/'gpu-run'), 'run', '1', '--name', 'cut', '--profile', 'smoke', '--set', 'device=cpu', '--no-install', '--budget-s', '100000', '--bench-batches', '2']
     r = subprocess.run(cmd + ['--stop-after', '60', '--out', str(tmp_path/'out1')], cwd=clone, env=env | dict(PYTHON=sys.executable), capture_output=True, text=True, timeout=1200)
