@@ -27,7 +27,7 @@ __all__ = ['SMOKE_MODELS', 'INTENDED_USE', 'HEADLINE', 'DOCS', 'PAGE_SCRIPT', 'd
            'load_in_process', 'page', 'check_app_options', 'app_command', 'melanoma_app']
 
 # %% ../nbs/93_app.ipynb #0991b5b6
-from .profiles import REFERENCE  # the committed reference models: <project root>/report/kfold/<configuration>/fold<k>/model.safetensors
+from .profiles import REFERENCE, has_models  # the committed reference models: <project root>/report/kfold/<configuration>/fold<k>/model.safetensors
 
 def _trained(run:Path)->bool:
     try: model_folder(run); return True
@@ -41,7 +41,7 @@ def default_run(root:Path|str|None=None # the project checkout (default: found f
                )->Path:
     "The run the page uses without --run: the committed reference models, else runs/latest, else the newest run with models."
     root = Path(root or project_root() or Path.cwd())
-    if any((root/REFERENCE).glob('kfold/*/fold*/model.safetensors')): return root/REFERENCE
+    if has_models(root/REFERENCE): return root/REFERENCE
     if (root/'runs'/'latest').is_dir() and _trained(root/'runs'/'latest'): return root/'runs'/'latest'
     runs = [d for d in sorted((root/'runs').glob('*')) if d.is_dir() and not d.is_symlink() and _trained(d)]
     if runs: return max(runs, key=_finished)

@@ -415,7 +415,8 @@ def merge_provenance(have:dict, # the local run's provenance
     recs = {n['notebook']: n for n in have.get('notebooks', [])}
     for n in new.get('notebooks', []):
         if n.get('status') == 'ok' or recs.get(n['notebook'], {}).get('status') != 'ok': recs[n['notebook']] = n
-    key, seen = lambda a: (a.get('date_utc'), a.get('run_dir')), {(have.get('date_utc'), have.get('run_dir')), *((a.get('date_utc'), a.get('run_dir')) for a in have.get('resumes', []))}
+    key = lambda a: (a.get('date_utc'), a.get('run_dir'))  # one attempt: when and where it started
+    seen = {key(a) for a in [have, *have.get('resumes', [])]}
     attempts = [{k: new.get(k) for k in ('git_commit', 'date_utc', 'command', 'hardware', 'run_dir', 'project', 'notebooks')}, *new.get('resumes', [])]
     return {**have, 'notebooks': sorted(recs.values(), key=lambda n: n['notebook']), 'resumes': [*have.get('resumes', []), *[a for a in attempts if key(a) not in seen]]}
 

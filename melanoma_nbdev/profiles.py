@@ -130,8 +130,7 @@ def resolve_device(device:str # 'cpu', 'cuda' or 'auto'
 def inference_device(device:str # a profile's `device`: 'cpu', 'cuda' or 'auto'
                     )->str:
     "The device for work that only predicts: the GPU where the profile allows one and torch sees it, else the CPU."
-    import torch
-    return 'cuda' if device in ('cuda', 'auto') and torch.cuda.is_available() else 'cpu'
+    return resolve_device('auto') if device in ('cuda', 'auto') else 'cpu'
 
 
 # %% ../nbs/90_profiles.ipynb #b7c3bcc2
@@ -257,11 +256,13 @@ REFERENCE = 'report'  # the project's committed reference report (a published fu
 
 REDUCING = ('n_images', 'img_size', 'folds')  # overrides that make a run smaller than its profile: its numbers are a check, not the profile's results
 
+def _as_set(v)->str: return ','.join(map(str, v)) if isinstance(v, list) else str(v)  # a profile value as `--set` writes it
+
 def reduced(prov:dict # a run's provenance (or chapter 05's record): its `overrides`
            )->list:
     "The overrides, as `key=value`, that make the run smaller than its profile; empty for a run of the profile's size."
     o = prov.get('overrides') or {}
-    return [f"{k}={','.join(map(str, o[k])) if isinstance(o[k], list) else o[k]}" for k in REDUCING if k in o]
+    return [f'{k}={_as_set(o[k])}' for k in REDUCING if k in o]
 
 def has_models(run:Path|str # a run folder, or a configuration folder with fold*/
               )->bool:

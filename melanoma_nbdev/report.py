@@ -11,20 +11,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.script import call_parse
 from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError, has_models,
-                                     machine_text, file_sha256, REFERENCE, REDUCING, reduced)
+                                     machine_text, file_sha256, REFERENCE, reduced, _as_set)
 
 # %% auto #0
 __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE',
-           'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'OPTIONAL', 'PUBLISH_MAX_MIB', 'numbered',
-           'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute', 'machine_paths',
-           'recorded_paths', 'scrub', 'is_test_cell', 'is_log', 'results_first', 'unlink', 'smoke_banner', 'data_note',
-           'chapter_record', 'run_note', 'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num',
-           'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown',
-           'headline_rows', 'md_table', 'machines', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf',
-           'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
-           'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report', 'pdf_chapters', 'render_run',
-           'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder', 'melanoma_report',
-           'melanoma_publish']
+           'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'OPTIONAL', 'PUBLISH_MAX_MIB', 'RENDERED',
+           'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute',
+           'machine_paths', 'recorded_paths', 'scrub', 'is_test_cell', 'is_log', 'results_first', 'unlink',
+           'smoke_banner', 'data_note', 'chapter_record', 'run_note', 'clean_nb', 'process_nb', 'stage_book', 'fence',
+           'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
+           'nb_markdown', 'headline_rows', 'md_table', 'machines', 'front_page', 'callouts_typst', 'report_markdown',
+           'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme',
+           'read_provenance', 'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report',
+           'pdf_chapters', 'render_run', 'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder',
+           'melanoma_report', 'melanoma_publish']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -238,8 +238,6 @@ def data_note(prov:dict # the run's provenance
     return ('::: {.callout-note title="Smoke run: dataset facts hold"}\n'
             "No model is trained in this chapter. Its facts about the dataset do not depend on the run profile, except where a section says it "
             f"describes this run (the `{prov.get('profile')}` profile's sample of {prov.get('parameters', {}).get('n_images') or 'all'} images).\n:::")
-
-def _as_set(v)->str: return ','.join(map(str, v)) if isinstance(v, list) else str(v)
 
 def chapter_record(prov:dict, # the run's provenance
                    name:str # a notebook's file name
@@ -716,12 +714,10 @@ def front_page(run:Path, # the run folder
 def _typst_header(prov):
     t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { v(1.2em); line(length: 100%, stroke: 0.6pt + gray); it }',
          '#show raw.where(block: true): set text(size: 7pt)', '#show link: set text(fill: rgb("#1f4e8c"))']
-    if prov.get('smoke'):
-        t.append('#set page(header: align(center, block(fill: rgb("#fff3cd"), stroke: 0.6pt + rgb("#d39e00"), inset: (x: 8pt, y: 3pt), radius: 2pt, '
-                 'text(size: 8pt, fill: rgb("#6b4500"))[*SMOKE RUN:* model numbers in this report are noise, not results (tiny CPU check). Dataset facts are unaffected.])))')
-    elif red := reduced(prov):
-        t.append('#set page(header: align(center, block(fill: rgb("#fff3cd"), stroke: 0.6pt + rgb("#d39e00"), inset: (x: 8pt, y: 3pt), radius: 2pt, '
-                 f'text(size: 8pt, fill: rgb("#6b4500"), {json.dumps("REDUCED RUN (" + ", ".join(red) + "): model numbers in this report are not results.")}))))')
+    warn = lambda content: ('#set page(header: align(center, block(fill: rgb("#fff3cd"), stroke: 0.6pt + rgb("#d39e00"), inset: (x: 8pt, y: 3pt), radius: 2pt, '
+                            f'text(size: 8pt, fill: rgb("#6b4500"))[{content}])))')
+    if prov.get('smoke'): t.append(warn('*SMOKE RUN:* model numbers in this report are noise, not results (tiny CPU check). Dataset facts are unaffected.'))
+    elif red := reduced(prov): t.append(warn(f'*REDUCED RUN* #{json.dumps("(" + ", ".join(red) + "): model numbers in this report are not results.")}'))
     else:
         on = ' + '.join(dict.fromkeys('CPU' if m.startswith('no GPU') else m.split(' GPU,')[0] + ' GPU' for m, _ in machines(prov)))
         line = f"Every number: the {prov.get('profile')} run of {str(prov.get('date_utc', ''))[:10]}, profile {prov.get('profile')}, commit {prov.get('git_commit')}, run on {on or 'CPU'}"
@@ -1005,6 +1001,7 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
 PUBLISHED = 'PUBLISHED.json'  # its record: source run, date, commit, files and their SHA-256
 OPTIONAL = r'^(02|04)_'  # chapters of GPU step 2 (augmentation, architectures), which a short GPU window may leave out
 PUBLISH_MAX_MIB = dict(file=20, total=100)  # git is no place for more
+RENDERED = ('book', 'site', 'report.pdf', '.lock')  # what rendering (`make show`) adds to a run folder: git-ignored, never published
 
 def publishable(prov:dict, # a run's provenance
                 expected:list # the project's numbered notebooks
@@ -1018,10 +1015,9 @@ def publishable(prov:dict, # a run's provenance
     return why
 
 # %% ../nbs/91_report.ipynb #00973a02
-def _publish_files(run:Path, tmp:Path, models:Path):
-    "Copy into `tmp` what `publish_run` publishes of `run`."
+def _publish_files(run:Path, prov:dict, tmp:Path, models:Path):
+    "Copy into `tmp` what `publish_run` publishes of `run` (its provenance `prov`)."
     from melanoma_nbdev.gpu import _fp16
-    prov = read_provenance(run)
     (tmp/'notebooks').mkdir(parents=True)
     for n in prov['notebooks']: shutil.copy2(run/'notebooks'/n['notebook'], tmp/'notebooks'/n['notebook'])
     for d in ('results', 'gpu'):
@@ -1045,13 +1041,13 @@ def publish_run(run:Path|str, # a finished run folder (runs/<name>)
     if check and (why := publishable(prov, [p.name for p in numbered(root/'nbs')])):
         raise RunError(f"{run} cannot be the reference report: {'; '.join(why)}. Nothing was changed. Fix: publish a finished full run (README: the full run).")
     if (dest/PUBLISHED).exists() and not force: raise RunError(f"{dest} already holds a published report (of run {json.loads((dest/PUBLISHED).read_text()).get('run')}). Nothing was changed. Fix: --force replaces it (git keeps the old one).")
-    if dest.exists() and not (dest/PUBLISHED).exists() and any(p.name not in ('book', 'site', 'report.pdf', '.lock') for p in dest.iterdir()):
+    if dest.exists() and not (dest/PUBLISHED).exists() and any(p.name not in RENDERED for p in dest.iterdir()):
         raise RunError(f"{dest} exists and is not a published report. Nothing was changed. Fix: give another --dest, or move {dest} away.")
     models = model_folder(run)  # the main configuration, as melanoma-predict finds it
     tmp, old = (dest.with_name(f'.{dest.name}.{s}-{os.getpid()}') for s in ('new', 'old'))
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _publish_files(run, tmp, models)
+        _publish_files(run, prov, tmp, models)
         files = {str(p.relative_to(tmp)): p for p in sorted(tmp.rglob('*')) if p.is_file()}
         size, big = sum(p.stat().st_size for p in files.values()), [f for f, p in files.items() if p.stat().st_size > PUBLISH_MAX_MIB['file'] * 2**20]
         if big or size > PUBLISH_MAX_MIB['total'] * 2**20:
@@ -1072,7 +1068,7 @@ def check_published(dest:Path|str # a published report (`publish_run`)
                    )->list:
     "Files of `dest` that differ from its `PUBLISHED.json` (changed, missing or unlisted); empty when intact."
     dest = Path(dest); rec = json.loads((dest/PUBLISHED).read_text())['files']
-    have = {str(p.relative_to(dest)) for p in dest.rglob('*') if p.is_file() and p.name != PUBLISHED and not re.match(r'(book|site)/|report\.pdf$|\.lock$', str(p.relative_to(dest)))}
+    have = {str(p.relative_to(dest)) for p in dest.rglob('*') if p.is_file() and p.name != PUBLISHED and p.relative_to(dest).parts[0] not in RENDERED}
     return sorted([f for f in rec if f not in have or file_sha256(dest/f) != rec[f]] + [f for f in have if f not in rec])
 
 # %% ../nbs/91_report.ipynb #72f729b2
