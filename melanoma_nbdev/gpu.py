@@ -207,10 +207,10 @@ def measure_throughput(arch:str='tf_efficientnet_lite0', # timm model name
                        n_batches:int=30, # timed training batches (after one warm-up epoch of a few batches)
                        pretrained:bool=False # weights do not change speed: random init needs no weight files
                       )->dict:
-    "Training and inference images/s of `arch` through the project's tensor path and fastai `Learner` (mixed precision on CUDA), and the GPU's busy share."
+    "Training, mixed-precision inference and float32 prediction (`full_precision`) images/s of `arch` through the project's tensor path and fastai `Learner`, and the GPU's busy share."
     from fastai.callback.core import Callback
     from melanoma_nbdev.augment import aug_tfms, model_stats
-    from melanoma_nbdev.models import make_learner
+    from melanoma_nbdev.models import make_learner, full_precision
     class Clock(Callback):
         def before_train(self): _sync(device); self.t0 = time.perf_counter()
         def after_train(self): _sync(device); self.secs = time.perf_counter() - self.t0
@@ -223,8 +223,10 @@ def measure_throughput(arch:str='tf_efficientnet_lite0', # timm model name
         learn.dls = dls = synthetic_dls(n_batches*bs, n_batches*bs, img_size, bs, device, tfms)
         with GpuBusy() as busy: learn.fit(1, 1e-4, cbs=clock)
         _sync(device); t0 = time.perf_counter(); learn.get_preds(dl=dls.valid); _sync(device); t_inf = time.perf_counter() - t0
+        with full_precision(learn):  # how `train_fold` predicts: float32 kernels chosen on the warm-up batch first
+            learn.get_preds(dl=warm.valid); _sync(device); t0 = time.perf_counter(); learn.get_preds(dl=dls.valid); _sync(device); t_pred = time.perf_counter() - t0
     return dict(arch=arch, img_size=img_size, bs=bs, device=torch.cuda.get_device_name(0) if torch.device(device).type == 'cuda' else f'cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)',
-                train_img_s=round(n_batches*bs/clock.secs, 1), infer_img_s=round(n_batches*bs/t_inf, 1),
+                train_img_s=round(n_batches*bs/clock.secs, 1), infer_img_s=round(n_batches*bs/t_inf, 1), predict_img_s=round(n_batches*bs/t_pred, 1),
                 gpu_busy_pct=None if busy.share is None else round(busy.share, 1), busy_samples=len(busy.samples))
 
 # %% ../nbs/92_gpu.ipynb #cf7f11b1
@@ -235,15 +237,15 @@ RECIPE_MULTS = (100, 10, 1)  # chapter 04's recipe comparison (`recipe_compare`)
 LR_ITERS = 100  # lr_find iterations per training when the profile's lr is 0
 
 def _run_images(P, n_train:int, n_valid:int, bs:int, lr_find:bool, tta:bool)->tuple:
-    "(training images, inference images) of one `train_fold`: lr_find, one frozen + `epochs` epochs, a validation pass per epoch, the predictions, TTA's 4 augmented + 1 plain pass."
+    "(training, inference, prediction) images of one `train_fold`: lr_find and one frozen + `epochs` epochs; a mixed-precision validation pass per epoch; the float32 predictions, with TTA's 4 augmented + 1 plain pass."
     train = (P.epochs + 1) * (n_train // bs) * bs + (LR_ITERS * bs if lr_find else 0)
-    return train, (P.epochs + 1 + 1 + (5 if tta else 0)) * n_valid
+    return train, (P.epochs + 1) * n_valid, (1 + (5 if tta else 0)) * n_valid
 
 def step_jobs(P, # run profile
               step:str, # '1' or '2' (`STEPS`)
               n_total:int=10015 # images in the dataset (the profile's `n_images` caps it)
              )->pd.DataFrame:
-    "One row per kind of training in `step`: runs, training and inference images, counted as the chapters train them."
+    "One row per kind of training in `step`: runs, training, inference (mixed precision) and prediction (float32) images, counted as the chapters train them."
     from melanoma_nbdev.models import LOSSES
     n = min(P.n_images, n_total) if P.n_images else n_total
     n_valid = round(n / P.folds); n_train = n - n_valid
@@ -251,8 +253,8 @@ def step_jobs(P, # run profile
     rows = []
     ni_valid = round(n_train / 5); ni_train = n_train - ni_valid  # chapters 02 and 04 select on `inner_split` (about 80/20) of the outer training folds
     def add(chapter, job, arch, runs, bs, lr_find, tta, inner=False):
-        tr, inf = _run_images(P, *((ni_train, ni_valid) if inner else (n_train, n_valid)), bs, lr_find, tta)
-        rows.append(dict(chapter=chapter, job=job, arch=arch, bs=bs, runs=runs, train_images=runs*tr, infer_images=runs*inf))
+        tr, inf, pr = _run_images(P, *((ni_train, ni_valid) if inner else (n_train, n_valid)), bs, lr_find, tta)
+        rows.append(dict(chapter=chapter, job=job, arch=arch, bs=bs, runs=runs, train_images=runs*tr, infer_images=runs*inf, predict_images=runs*pr))
     if step == '1':
         add('05', f'{len(LOSSES)} losses + metadata fusion, {P.folds} folds each', P.arch, (len(LOSSES) + 1) * P.folds, P.bs, lf, True)
     elif step == '2':
@@ -264,10 +266,10 @@ def step_jobs(P, # run profile
     return pd.DataFrame(rows)
 
 # %% ../nbs/92_gpu.ipynb #c8fc5987
-ASSUMED = dict(train_img_s=5000, infer_img_s=15000, run_overhead_s=3, fixed_overhead_s=150)  # the sizing's assumptions (H200, lite0, 224 px, bf16); fixed: data check, decode, kernels, packing, and about 60 s of chapter 05's bootstraps
+ASSUMED = dict(train_img_s=5000, infer_img_s=15000, predict_img_s=10000, run_overhead_s=3, fixed_overhead_s=150)  # the sizing's assumptions (H200, lite0, 224 px; training and inference in bf16, prediction in float32 at 2/3 of the bf16 rate); fixed: data check, decode, kernels, packing, and about 60 s of chapter 05's bootstraps
 
 def predict_seconds(jobs:pd.DataFrame, # from `step_jobs`
-                    rates:dict, # (arch, bs) -> dict(train_img_s, infer_img_s), measured; missing pairs use the nearest measured or `ASSUMED`
+                    rates:dict, # (arch, bs) -> dict(train_img_s, infer_img_s, predict_img_s), measured; missing pairs use the nearest measured or `ASSUMED`
                     run_overhead_s:float=ASSUMED['run_overhead_s'], # per training: model creation, first batches
                     fixed_overhead_s:float=ASSUMED['fixed_overhead_s'] # per step: kernel start, data check and decode, packing
                    )->pd.DataFrame:
@@ -276,7 +278,8 @@ def predict_seconds(jobs:pd.DataFrame, # from `step_jobs`
         if (a, b) in rates: return rates[(a, b)][k]
         same = [v[k] for (a2, _), v in rates.items() if a2 == a]
         return same[0] if same else ASSUMED[k]
-    sec = [r.train_images / rate(r.arch, r.bs, 'train_img_s') + r.infer_images / rate(r.arch, r.bs, 'infer_img_s') + r.runs * run_overhead_s
+    sec = [r.train_images / rate(r.arch, r.bs, 'train_img_s') + r.infer_images / rate(r.arch, r.bs, 'infer_img_s') + r.predict_images / rate(r.arch, r.bs, 'predict_img_s')
+           + r.runs * run_overhead_s
            for r in jobs.itertuples()]
     out = jobs.assign(seconds=np.round(sec, 1))
     out.attrs['fixed_overhead_s'] = fixed_overhead_s
@@ -314,7 +317,7 @@ def preflight(P, # run profile
     pred = predict_seconds(jobs, rates)
     tot = total_seconds(pred)
     fit_e = [e for e in range(1, 31) if total_seconds(predict_seconds(step_jobs(AttrDict({**P, 'epochs': e}), step, n_total), rates)) <= budget_s]
-    return dict(step=step, profile=P.name, device=device, budget_s=budget_s, train_images=int(jobs.train_images.sum()), infer_images=int(jobs.infer_images.sum()),
+    return dict(step=step, profile=P.name, device=device, budget_s=budget_s, train_images=int(jobs.train_images.sum()), infer_images=int(jobs.infer_images.sum()), predict_images=int(jobs.predict_images.sum()),
                 predicted_s=round(tot, 1), fits=tot <= budget_s, max_epochs_fitting=max(fit_e, default=0), epochs=P.epochs, jobs=pred.to_dict('records'),
                 rates=[dict(arch=a, bs=b, **{k: v for k, v in r.items() if k not in ('arch', 'bs')}) for (a, b), r in rates.items()])
 
@@ -322,10 +325,10 @@ def preflight_text(pf:dict # from `preflight`
                   )->str:
     "The preflight as lines to print."
     lines = [f"step {pf['step']} ({STEPS[pf['step']]['what']}), profile {pf['profile']}, device {pf['device']}:"]
-    for r in pf['rates']: lines.append(f"  measured {r['arch']} bs {r['bs']}: {r['train_img_s']:,.0f} training img/s, {r['infer_img_s']:,.0f} inference img/s"
+    for r in pf['rates']: lines.append(f"  measured {r['arch']} bs {r['bs']}: {r['train_img_s']:,.0f} training img/s, {r['infer_img_s']:,.0f} inference img/s, {r['predict_img_s']:,.0f} float32 prediction img/s"
                                        + (f", GPU busy {r['gpu_busy_pct']:.0f}%" if r['gpu_busy_pct'] is not None else ''))
-    for j in pf['jobs']: lines.append(f"  {j['chapter']} {j['job']} [{j['arch']}, bs {j['bs']}]: {j['runs']} trainings, {j['train_images']:,} training + {j['infer_images']:,} inference images, about {j['seconds']:.0f} s")
-    lines.append(f"  total: {pf['train_images']:,} training images, {pf['infer_images']:,} inference images; predicted {pf['predicted_s']:.0f} s "
+    for j in pf['jobs']: lines.append(f"  {j['chapter']} {j['job']} [{j['arch']}, bs {j['bs']}]: {j['runs']} trainings, {j['train_images']:,} training + {j['infer_images']:,} inference + {j['predict_images']:,} prediction images, about {j['seconds']:.0f} s")
+    lines.append(f"  total: {pf['train_images']:,} training images, {pf['infer_images']:,} inference images, {pf['predict_images']:,} prediction images; predicted {pf['predicted_s']:.0f} s "
                  f"(fixed overhead {ASSUMED['fixed_overhead_s']} s included) against a budget of {pf['budget_s']:.0f} s; "
                  f"at these rates epochs <= {pf['max_epochs_fitting']} fit (profile: {pf['epochs']}).")
     return '\n'.join(lines)
@@ -348,7 +351,7 @@ def melanoma_benchmark(profile:str='full', # run profile (settings.ini section)
         dev = resolve_device(want)
         res = dict(benchmark=measure_throughput(P.arch, P.img_size, P.bs, dev, P.aug, n_batches))
         b = res['benchmark']
-        print(f"{b['arch']} at {b['img_size']} px, batch {b['bs']}, on {b['device']}: {b['train_img_s']:,.0f} training img/s, {b['infer_img_s']:,.0f} inference img/s, "
+        print(f"{b['arch']} at {b['img_size']} px, batch {b['bs']}, on {b['device']}: {b['train_img_s']:,.0f} training img/s, {b['infer_img_s']:,.0f} inference img/s, {b['predict_img_s']:,.0f} float32 prediction img/s, "
               + (f"GPU busy {b['gpu_busy_pct']:.0f}% ({b['busy_samples']} samples)" if b['gpu_busy_pct'] is not None else 'no GPU busy share (no GPU)'))
         if step:
             res['preflight'] = pf = preflight(P, str(step), dev, budget_s, max(3, n_batches // 2), known={(P.arch, P.bs): b})
@@ -364,10 +367,12 @@ def melanoma_benchmark(profile:str='full', # run profile (settings.ini section)
 MiB = 2**20
 SKIP = ('book', 'site', '_fastai')  # rendered output and fastai scratch: rebuilt or not needed
 
-def _fp16(src:Path, dst:Path):
-    "A safetensors state dict with its float tensors in fp16 (integers kept)."
+def _fp16(src:Path, dst:Path)->bool:
+    "A safetensors state dict with its float tensors in fp16 (integers kept); whether that lost nothing (`round_to_fp16`'d models)."
     from safetensors.torch import load_file, save_file
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(str(src)).items()}, str(dst))
+    sd = load_file(str(src)); half = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    save_file(half, str(dst))
+    return all(torch.equal(v, half[k].to(v.dtype)) for k, v in sd.items())
 
 def pack_run(run:Path|str, # a run folder (runs/<name>)
              out:Path|str, # folder to write the packed files to

@@ -13,14 +13,14 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 from safetensors.torch import save_file, load_file
 from .data import CLASSES, get_dls, decode_images, read_rgb
 from sklearn.model_selection import StratifiedGroupKFold
-from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, LOSSES, recipe, fit_recipe)
+from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, LOSSES, recipe, fit_recipe, full_precision)
 from .augment import aug_tfms, model_stats
 from .profiles import atomic_write, save_json, resolve_device, results_dir
 
 # %% auto #0
-__all__ = ['sens_at_spec', 'multiclass_metrics', 'melanoma_metrics', 'fold_config', 'check_done', 'train_fold', 'save_fold',
-           'run_kfold', 'main_folder', 'main_oof', 'inner_split', 'FoldEnsemble', 'ensemble_dl', 'ensemble_predict',
-           'fold_summary', 'config_rows']
+__all__ = ['sens_at_spec', 'multiclass_metrics', 'melanoma_metrics', 'fold_config', 'check_done', 'round_to_fp16', 'train_fold',
+           'save_fold', 'run_kfold', 'main_folder', 'main_oof', 'inner_split', 'FoldEnsemble', 'ensemble_dl',
+           'ensemble_predict', 'fold_summary', 'config_rows']
 
 # %% ../nbs/05_kfold.ipynb #2c8132fe
 def sens_at_spec(y:np.ndarray, # 1 for positives, 0 for negatives
@@ -61,8 +61,8 @@ def fold_config(P, arch:str, loss:str, meta:bool, pretrained:bool, fold:int, spl
 
 # %% ../nbs/05_kfold.ipynb #1b9f3f9c
 def _probs(learn, dl, tta:bool)->np.ndarray:
-    "Class probabilities of `dl`, with fastai's TTA if asked."
-    return (learn.tta(dl=dl, n=4)[0] if tta else learn.get_preds(dl=dl)[0]).float().numpy()
+    "Class probabilities of `dl` in float32 (`full_precision`, also after bf16 training), with fastai's TTA if asked."
+    with full_precision(learn): return (learn.tta(dl=dl, n=4)[0] if tta else learn.get_preds(dl=dl)[0]).float().numpy()
 
 # %% ../nbs/05_kfold.ipynb #c9dd5f65
 def check_done(d:Path, # a fold folder with `done.json`
@@ -74,6 +74,17 @@ def check_done(d:Path, # a fold folder with `done.json`
     if diff: raise ValueError(f"{d} was trained with {', '.join(f'{k}={a!r}' for k, (a, b) in diff.items())}, but this run asks for "
                               f"{', '.join(f'{k}={b!r}' for k, (a, b) in diff.items())}. Use a new run folder (melanoma-report makes one per run) or delete {d}.")
     return pd.read_csv(d/'oof.csv')
+
+# %% ../nbs/05_kfold.ipynb #e53bc7cd
+@torch.no_grad()
+def round_to_fp16(model:torch.nn.Module # a trained model (changed in place)
+                 )->torch.nn.Module:
+    "`model` with every floating-point parameter and buffer rounded to the nearest float16 value, kept in its dtype."
+    for k, t in model.state_dict().items():  # the state dict's tensors share storage with the model's
+        if not t.is_floating_point(): continue
+        if not torch.isfinite(r := t.half()).all() and torch.isfinite(t).all(): raise ValueError(f"{k} has values beyond float16's range (|x| > 65504): it cannot be stored as float16.")
+        t.copy_(r)
+    return model
 
 # %% ../nbs/05_kfold.ipynb #4092f59e
 def _num(x:float)->str: return f'{x:g}'.replace('e-0', 'e-').replace('e+0', 'e+')
@@ -111,11 +122,13 @@ def _train(df, fold, P, d, cfg, images, tta, lr_range, lr_iters, quiet):
         if quiet: cm.enter_context(learn.no_bar()); cm.enter_context(learn.no_logging())
         lr = P.lr or float(learn.lr_find(start_lr=lr_range[0], end_lr=lr_range[1], num_it=lr_iters, show_plot=False).valley)
         t0 = time.time(); hist = fit_recipe(learn, cfg['recipe'], lr); secs = time.time() - t0  # every epoch, read before predicting (fastai's Recorder restarts then)
+        round_to_fp16(learn.model)  # the model as it is packed and published, before it predicts
         probs = {'p': _probs(learn, dls.valid, False), **({'tta': _probs(learn, dls.valid, True)} if tta else {})}
     oof = dls.valid.items[['image_id', 'lesion_id', 'dx', 'fold']].reset_index(drop=True).assign(y=[CLASSES.index(c) for c in dls.valid.items.dx.astype(str)])
     oof = pd.concat([oof, *[pd.DataFrame(v, columns=[f'{k}_{c}' for c in CLASSES]) for k, v in probs.items()]], axis=1)
     save_fold(learn, d, {**cfg, 'lr': lr, 'lr_from': lr_from, 'weights': learn.weights_source, 'stats': stats, 'train_seconds': round(secs, 1),
-                         'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'history': hist}, oof)
+                         'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'history': hist,
+                         'precision': dict(training='bf16 mixed precision' if torch.device(dev).type == 'cuda' else 'float32', weights='float16 values (round_to_fp16)', oof='float32, TF32 off (full_precision)')}, oof)
     return oof
 
 # %% ../nbs/05_kfold.ipynb #2d6ccfc6

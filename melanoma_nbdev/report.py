@@ -1016,17 +1016,19 @@ def publishable(prov:dict, # a run's provenance
 
 # %% ../nbs/91_report.ipynb #00973a02
 def _publish_files(run:Path, prov:dict, tmp:Path, models:Path):
-    "Copy into `tmp` what `publish_run` publishes of `run` (its provenance `prov`)."
+    "Copy into `tmp` what `publish_run` publishes of `run` (its provenance `prov`); whether the fp16 fold models are exact copies."
     from melanoma_nbdev.gpu import _fp16
     (tmp/'notebooks').mkdir(parents=True)
     for n in prov['notebooks']: shutil.copy2(run/'notebooks'/n['notebook'], tmp/'notebooks'/n['notebook'])
     for d in ('results', 'gpu'):
         if (run/d).is_dir(): shutil.copytree(run/d, tmp/d, ignore=shutil.ignore_patterns('*.safetensors', '*.lock', '*.tmp', '_fastai'))
     shutil.copy2(run/'provenance.json', tmp/'provenance.json')
+    exact = True
     for fold in sorted(f for f in models.glob('fold*') if (f/'done.json').is_file()):
         out = tmp/models.relative_to(run)/fold.name; out.mkdir(parents=True)
         for f in fold.glob('*.json'): shutil.copy2(f, out/f.name)
-        _fp16(fold/'model.safetensors', out/'model.safetensors')
+        exact &= _fp16(fold/'model.safetensors', out/'model.safetensors')
+    return exact
 
 def publish_run(run:Path|str, # a finished run folder (runs/<name>)
                 dest:Path|str|None=None, # where to publish (default: the project's `report/`)
@@ -1047,14 +1049,16 @@ def publish_run(run:Path|str, # a finished run folder (runs/<name>)
     tmp, old = (dest.with_name(f'.{dest.name}.{s}-{os.getpid()}') for s in ('new', 'old'))
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _publish_files(run, prov, tmp, models)
+        exact = _publish_files(run, prov, tmp, models)
         files = {str(p.relative_to(tmp)): p for p in sorted(tmp.rglob('*')) if p.is_file()}
         size, big = sum(p.stat().st_size for p in files.values()), [f for f, p in files.items() if p.stat().st_size > PUBLISH_MAX_MIB['file'] * 2**20]
         if big or size > PUBLISH_MAX_MIB['total'] * 2**20:
             raise RunError(f"{run} is too large to commit: {size / 2**20:.0f} MiB (at most {PUBLISH_MAX_MIB['total']})" + (f"; over {PUBLISH_MAX_MIB['file']} MiB: {', '.join(big)}" if big else '') + ". Nothing was changed.")
         save_json(dict(run=run.resolve().name, profile=prov.get('profile'), overrides=prov.get('overrides') or {}, run_git_commit=prov.get('git_commit'),
                        published_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), published_from_commit=git_commit(root),
-                       models=dict(folder=str(models.relative_to(run)), dtype='float16', note='fp16 copies of the fold models the run trained in float32'),
+                       models=dict(folder=str(models.relative_to(run)), dtype='float16', exact=exact,
+                                   note='exact float16 copies: the run rounded its fold models to float16 values before they predicted' if exact else
+                                        "float16 copies of the run's float32 fold models: their probabilities can differ from the run's in the last digits"),
                        total_mib=round(size / 2**20, 1), files={f: file_sha256(p) for f, p in files.items()}), tmp/PUBLISHED)
         if dest.exists(): os.replace(dest, old)
         try: os.replace(tmp, dest)

@@ -62,9 +62,9 @@ def test_unpack_refuses_unsafe_archive(tmp_path):
     assert not (tmp_path/'escape.txt').exists()
 
 
-def fake_rates(train, infer):
+def fake_rates(train, infer, predict):
     return lambda arch, img_size, bs, device, aug, n: dict(arch=arch, img_size=img_size, bs=bs, device='fake', train_img_s=train, infer_img_s=infer,
-                                                           gpu_busy_pct=None, busy_samples=0)
+                                                           predict_img_s=predict, gpu_busy_pct=None, busy_samples=0)
 
 
 def bench(tmp_path, **kw):
@@ -73,19 +73,19 @@ def bench(tmp_path, **kw):
 
 
 def test_preflight_fits_at_target_rates(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(5000, 15000))
+    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(5000, 15000, 10000))
     bench(tmp_path, step='1', budget_s=540)
     out = capsys.readouterr().out
-    assert '1,312,000 training images' in out and 'predicted 524 s' in out
+    assert '1,312,000 training images' in out and 'predicted 534 s' in out
     pf = json.loads((tmp_path/'b.json').read_text())['preflight']
-    assert pf['fits'] and pf['max_epochs_fitting'] == 4 and pf['train_images'] == 1_312_000  # 5 epochs: 567 s
+    assert pf['fits'] and pf['max_epochs_fitting'] == 4 and pf['train_images'] == 1_312_000  # 5 epochs: 577 s
 
 
 def test_preflight_stops_when_over_budget(monkeypatch, tmp_path):
-    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(3000, 9000))  # 724 s at 4 epochs, 580 s at 2, 508 s at 1
-    with pytest.raises(SystemExit, match=r'predicted to take 724 s, over the budget of 540 s: nothing was trained\. Fix: --set epochs=1 '):
+    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(3000, 9000, 6000))  # 740 s at 4 epochs, 597 s at 2, 525 s at 1
+    with pytest.raises(SystemExit, match=r'predicted to take 740 s, over the budget of 540 s: nothing was trained\. Fix: --set epochs=1 '):
         bench(tmp_path, step='1', budget_s=540)
-    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(1000, 3000))
+    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(1000, 3000, 2000))
     with pytest.raises(SystemExit, match='even one epoch does not fit'): bench(tmp_path, step='1', budget_s=540)
     with pytest.raises(SystemExit, match='Unknown step'): bench(tmp_path, step='7')
 
