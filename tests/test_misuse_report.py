@@ -358,10 +358,15 @@ def _wait_for(p: Path, proc, timeout=120):
         time.sleep(0.2)
 
 
+def _terminal_sigint():
+    "Run in the child before exec: Ctrl-C acts as in a terminal, also where these tests run with SIGINT ignored (a background job of a shell script)."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_melanoma_report(tmp_path, syn, unchanged):
     proj = project(tmp_path/'p', "import time\nfor _ in range(600): time.sleep(0.1)", '00_sleep.ipynb')
     proc = subprocess.Popen([str(BIN/'melanoma-report'), '--set', 'n_images=0', '--name', 'slow', '--no-render'], cwd=proj, env=env(syn), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_terminal_sigint)
     _wait_for(proj/'runs'/'slow'/'notebooks'/'00_sleep.ipynb', proc); time.sleep(3)
     with unchanged(proj/'nbs', syn):
         t0 = time.time(); proc.send_signal(signal.SIGINT)  # Ctrl-C to the command (a terminal also sends it to the kernel, whose own log may then show its shutdown)
@@ -378,7 +383,7 @@ def test_ctrl_c_in_melanoma_report(tmp_path, syn, unchanged):
 
 def test_ctrl_c_in_melanoma_data(tmp_path):
     proc = subprocess.Popen([str(BIN/'melanoma-data'), '--action', 'synth', '--path', tmp_path/'big', '--n-lesions', '20000'], cwd=tmp_path, env=env(),
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_terminal_sigint)
     _wait_for(tmp_path/'big'/'SYNTHETIC', proc); time.sleep(1)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
