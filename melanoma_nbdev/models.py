@@ -6,7 +6,7 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/models.html.md"""
 
 # %% ../nbs/03_models.ipynb #613ef1b6
 from __future__ import annotations
-import os, socket
+import os, socket, contextlib
 from pathlib import Path
 import numpy as np, pandas as pd, torch, timm
 from torch import nn
@@ -196,8 +196,6 @@ def tempfile_dir()->str:
     return tempfile.mkdtemp(prefix='melanoma_learner_')
 
 # %% ../nbs/03_models.ipynb #6b8d6f49
-import contextlib
-
 @contextlib.contextmanager
 def full_precision(learn # a `Learner`, with or without fastai's `MixedPrecision` (`make_learner` adds it on a GPU)
                   ):
