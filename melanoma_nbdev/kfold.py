@@ -80,9 +80,9 @@ def check_done(d:Path, # a fold folder with `done.json`
 def round_to_fp16(model:torch.nn.Module # a trained model (changed in place)
                  )->torch.nn.Module:
     "`model` with every floating-point parameter and buffer rounded to the nearest float16 value, kept in its dtype."
-    for k, t in model.state_dict().items():  # the state dict's tensors share storage with the model's
+    for k, t in model.state_dict().items():  # the state dict's tensors share storage with the model's; an inf or nan already there stays as it is
         if not t.is_floating_point(): continue
-        if not torch.isfinite(r := t.half()).all() and torch.isfinite(t).all(): raise ValueError(f"{k} has values beyond float16's range (|x| > 65504): it cannot be stored as float16.")
+        if (torch.isfinite(t) & ~torch.isfinite(r := t.half())).any(): raise ValueError(f"{k} has values beyond float16's range (|x| > 65504): it cannot be stored as float16.")
         t.copy_(r)
     return model
 
