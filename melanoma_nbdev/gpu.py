@@ -6,13 +6,18 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/gpu.html.md"""
 
 # %% ../nbs/92_gpu.ipynb #a1267c97
 from __future__ import annotations
-import json, os, re, shutil, subprocess, tarfile, time
+import json, os, re, shutil, subprocess, tarfile, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 import numpy as np, pandas as pd, torch
 from PIL import Image
 from fastcore.script import call_parse
+from fasttransform import Transform
+with warnings.catch_warnings():  # torch 2.14 warns, on import, that fastai uses torch.jit.script: harmless here (as in augment)
+    warnings.simplefilter('ignore', FutureWarning)
+    from fastai.data.core import TfmdDL, DataLoaders
+    from fastai.torch_core import TensorImage
 from .data import TASKS, label_view, read_rgb
 from .profiles import load_profile, resolve_device, save_json, atomic_write, ProfileError
 
@@ -21,7 +26,7 @@ __all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'MiB', 'SKIP'
            'clear_cache', 'IndexedImages', 'DeviceDL', 'ChannelsLast', 'tensor_path', 'tensor_dls', 'GpuBusy',
            'synthetic_dls', 'measure_throughput', 'step_jobs', 'predict_seconds', 'total_seconds', 'measure_rates',
            'preflight', 'preflight_text', 'melanoma_benchmark', 'pack_run', 'merge_provenance', 'unpack_run',
-           'melanoma_pack']
+           'packed_exact', 'melanoma_pack']
 
 # %% ../nbs/92_gpu.ipynb #860e8f2e
 def squish(img, # an RGB uint8 array (H, W, 3) or an image file
@@ -100,10 +105,6 @@ class IndexedImages(torch.utils.data.Dataset):
         return (xb, self.meta[i], TensorCategory(self.y[i])) if self.meta is not None else (xb, TensorCategory(self.y[i]))
 
 # %% ../nbs/92_gpu.ipynb #da8e8fe9
-from fastai.data.core import TfmdDL, DataLoaders
-from fasttransform import Transform
-from fastai.torch_core import TensorImage
-
 class DeviceDL(TfmdDL):
     "A fastai `TfmdDL` over `IndexedImages`: one gather per batch on the device, then the batch transforms there."
     def create_item(self, s): return 0 if s is None else s
@@ -388,11 +389,12 @@ def pack_run(run:Path|str, # a run folder (runs/<name>)
         main = cands[0] if len(cands) == 1 else None
     models = sorted((kf/main).glob('fold*/model.safetensors')) if main else []
     if len(models) + 1 > max_files: raise ValueError(f"{len(models)} fold models and the archive do not fit in {max_files} files.")
-    manifest = dict(run=run.name, main=main, models={}, dropped_models=[])
+    manifest = dict(run=run.name, main=main, models={}, inexact_models=[], dropped_models=[])
     written = []
     for m in models:
         f = out/f"model-{main}-{m.parent.name}.fp16.safetensors"
-        _fp16(m, f); written.append(f)
+        if not _fp16(m, f): manifest['inexact_models'].append(f.name)  # recorded, so that publishing says so (`packed_exact`)
+        written.append(f)
         if f.stat().st_size > max_bytes: raise ValueError(f"{f.name} is {f.stat().st_size/MiB:.1f} MiB, over {max_bytes/MiB:.0f} MiB.")
         manifest['models'][f.name] = str(m.relative_to(run))
     manifest['dropped_models'] = [str(p.relative_to(run)) for p in sorted(run.rglob('*.safetensors')) if p not in models]
@@ -441,7 +443,7 @@ def _merge_into(src:Path, run:Path):
 def unpack_run(src:Path|str, # the folder holding `pack_run`'s files
                runs:Path|str='runs' # the folder to put the run folder in
               )->Path:
-    "Put packed files back: the run folder under `runs` (merged into it when it exists: `_merge_into`), with the main configuration's fold models (as float32) where they were."
+    "Put packed files back: the run folder under `runs` (merged into it when it exists: `_merge_into`), with the main configuration's fold models (as float32) where they were, each with `fp16.json` (was its float16 copy exact?)."
     import io
     src, runs = Path(src), Path(runs)
     parts = sorted(src.glob('run.tar.gz.part*'), key=lambda p: int(p.name.rsplit('part', 1)[1]))
@@ -464,7 +466,13 @@ def unpack_run(src:Path|str, # the folder holding `pack_run`'s files
         sd = load_file(str(src/f))
         (run/rel).parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, str(run/rel))
+        save_json(dict(packed_as=f, exact=f not in man.get('inexact_models', [])), (run/rel).parent/'fp16.json')
     return run
+
+def packed_exact(fold:Path # a fold folder
+                )->bool:
+    "Whether the fold's model, if it came back packed (its `fp16.json`, written by `unpack_run`), travelled as an exact float16 copy; True for a model made here."
+    return not (f := fold/'fp16.json').is_file() or json.loads(f.read_text()).get('exact') is True
 
 @call_parse
 def melanoma_pack(action:str, # pack: run folder -> files; unpack: files -> run folder
@@ -478,6 +486,7 @@ def melanoma_pack(action:str, # pack: run folder -> files; unpack: files -> run 
         if action == 'pack':
             fs = pack_run(src, dest, max_files=max_files, max_bytes=max_mib*MiB)
             for f in fs: print(f'{f}  {f.stat().st_size/MiB:.2f} MiB')
+            if bad := json.loads((Path(src)/'packed.json').read_text())['inexact_models']: print(f'warning: not exact float16 copies (weights outside float16 values; published with exact=false): {", ".join(bad)}')
         elif action == 'unpack': print(f'unpacked into {unpack_run(src, dest)}')
         else: raise ValueError(f"Unknown action {action!r}; use pack or unpack.")
     except (ValueError, FileNotFoundError, tarfile.TarError) as e: raise SystemExit(f'error: {e}')

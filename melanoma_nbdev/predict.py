@@ -33,7 +33,7 @@ __all__ = ['DISCLAIMER', 'RISK_RULE_FILE', 'NOT_ASSESSED', 'TRAIN_FIX', 'FOLD_FI
            'predictions_frame', 'captioned', 'risk_caption', 'prediction_png', 'save_prediction_png', 'overlay_name',
            'predict_to', 'prediction_line', 'unique_folder', 'check_out', 'run_predict', 'cli_main', 'melanoma_predict',
            'read_labels', 'match_image', 'labelled_images', 'dx_metrics', 'mel_metrics', 'class_table', 'training_data',
-           'training_overlap', 'evaluate', 'image_metrics', 'rule_metrics', 'lesion_level', 'bootstrap_cis',
+           'training_overlap', 'evaluate', 'image_metrics', 'rule_metrics', 'lesion_means', 'bootstrap_cis',
            'summary_md', 'default_out', 'run_evaluate', 'melanoma_evaluate', 'time_predict']
 
 # %% ../nbs/08_predict.ipynb #b6abdeff
@@ -703,7 +703,7 @@ def rule_metrics(y:np.ndarray, # true class index per row
     with warnings.catch_warnings(): warnings.simplefilter('ignore'); m = risk_metrics(d)
     return {f'rule {k}': v for k, v in m.items() if not melanoma_only or k.startswith(('mel:', 'share'))}
 
-def lesion_level(labelled:pd.DataFrame, # labels with `lesion_id` (one label per lesion, `read_labels`)
+def lesion_means(labelled:pd.DataFrame, # labels with `lesion_id` (one label per lesion, `read_labels`)
                  probs:np.ndarray # the images' probabilities
                 )->tuple:
     "One row per lesion (sorted by lesion_id): its labels, and the mean probabilities of its images."
@@ -797,7 +797,7 @@ def run_evaluate(folder:Path|str, # the image folder
         warnings.simplefilter('ignore')
         m, per_class, probs = evaluate(ens, lab, bs=o['bs'], progress=progress, rule=rule)
     boot = bootstrap_cis(lab, probs, ens.classes, o['n_boot'], rule=rule) if o['n_boot'] else None
-    lesion_m = image_metrics(*lesion_level(lab, probs), ens.classes, table=False, rule=rule)[0] if 'lesion_id' in lab.columns else None
+    lesion_m = image_metrics(*lesion_means(lab, probs), ens.classes, table=False, rule=rule)[0] if 'lesion_id' in lab.columns else None
     res = dict(notice=DISCLAIMER, warnings=warns, risk_rule=None if rule is None else {k: rule.get(k) for k in ('t_mel', 't_ka', 'levels', 'target_sensitivity', 'clinic_prevalence_assumed', 'chosen_on', 'file')},
                metrics=m, bootstrap=boot, lesion_metrics=lesion_m, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')),
                models=_model_info(mf, ens), training_overlap=overlap,

@@ -1017,7 +1017,7 @@ def publishable(prov:dict, # a run's provenance
 # %% ../nbs/91_report.ipynb #00973a02
 def _publish_files(run:Path, prov:dict, tmp:Path, models:Path):
     "Copy into `tmp` what `publish_run` publishes of `run` (its provenance `prov`); whether the fp16 fold models are exact copies."
-    from melanoma_nbdev.gpu import _fp16
+    from melanoma_nbdev.gpu import _fp16, packed_exact
     (tmp/'notebooks').mkdir(parents=True)
     for n in prov['notebooks']: shutil.copy2(run/'notebooks'/n['notebook'], tmp/'notebooks'/n['notebook'])
     for d in ('results', 'gpu'):
@@ -1027,7 +1027,7 @@ def _publish_files(run:Path, prov:dict, tmp:Path, models:Path):
     for fold in sorted(f for f in models.glob('fold*') if (f/'done.json').is_file()):
         out = tmp/models.relative_to(run)/fold.name; out.mkdir(parents=True)
         for f in fold.glob('*.json'): shutil.copy2(f, out/f.name)
-        exact &= _fp16(fold/'model.safetensors', out/'model.safetensors')
+        exact &= _fp16(fold/'model.safetensors', out/'model.safetensors') & packed_exact(fold)  # a model unpacked from the GPU is float16 here whatever it was there
     return exact
 
 def publish_run(run:Path|str, # a finished run folder (runs/<name>)

@@ -189,3 +189,13 @@ def test_evaluate_bad_folders_and_images(trained, tmp_path):
     assert r.returncode == 1 and r.stdout.startswith(DISCLAIMER) and 'Traceback' not in r.stderr and f'{df.image_id.iloc[0]}.jpg' in r.stderr
     r = cli('melanoma-evaluate', folder, '--run', run)
     assert r.returncode == 1 and r.stderr.startswith('error: --labels: not given. Fix:')
+
+
+def test_every_console_script_starts_quietly():
+    "Every console script of pyproject.toml answers --help with exit 0 and nothing on stderr (no import-time warnings: torch 2.14 warns when fastai is imported)."
+    import tomllib
+    names = tomllib.loads((Path(__file__).parents[1]/'pyproject.toml').read_text())['project']['scripts']
+    assert len(names) >= 9
+    procs = {n: subprocess.Popen([str(BIN/n), '--help'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in names}
+    out = {n: (p.wait(timeout=300), p.communicate()[1]) for n, p in procs.items()}
+    assert {n: o for n, o in out.items() if o != (0, '')} == {}
