@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 from safetensors.torch import save_file, load_file
 from .data import CLASSES, get_dls, decode_images, read_rgb
 from sklearn.model_selection import StratifiedGroupKFold
-from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, LOSSES, recipe, fit_recipe, full_precision)
+from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, LOSSES, recipe, fit_recipe, full_precision, mixed_precision_cbs)
 from .augment import aug_tfms, model_stats
 from .profiles import atomic_write, save_json, resolve_device, results_dir
 
@@ -128,7 +128,7 @@ def _train(df, fold, P, d, cfg, images, tta, lr_range, lr_iters, quiet):
     oof = pd.concat([oof, *[pd.DataFrame(v, columns=[f'{k}_{c}' for c in CLASSES]) for k, v in probs.items()]], axis=1)
     save_fold(learn, d, {**cfg, 'lr': lr, 'lr_from': lr_from, 'weights': learn.weights_source, 'stats': stats, 'train_seconds': round(secs, 1),
                          'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'history': hist,
-                         'precision': dict(training='bf16 mixed precision' if any(type(cb).__name__ == 'MixedPrecision' for cb in learn.cbs) else 'float32', weights='float16 values (round_to_fp16)', oof='float32, TF32 off (full_precision)')}, oof)
+                         'precision': dict(training='bf16 mixed precision' if mixed_precision_cbs(learn) else 'float32', weights='float16 values (round_to_fp16)', oof='float32, TF32 off (full_precision)')}, oof)
     return oof
 
 # %% ../nbs/05_kfold.ipynb #2d6ccfc6

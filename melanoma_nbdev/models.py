@@ -17,8 +17,8 @@ from .augment import model_stats
 # %% auto #0
 __all__ = ['SEXES', 'SITES', 'META_COLUMNS', 'LOSSES', 'WeightsError', 'weights_candidates', 'find_weights',
            'load_backbone_weights', 'hub_reachable', 'create_backbone', 'Classifier', 'model_splitter', 'age_fill',
-           'meta_features', 'get_meta_dls', 'make_loss', 'make_learner', 'tempfile_dir', 'full_precision', 'EpochLog',
-           'recipe', 'fit_recipe', 'backbone_table']
+           'meta_features', 'get_meta_dls', 'make_loss', 'make_learner', 'tempfile_dir', 'mixed_precision_cbs',
+           'full_precision', 'EpochLog', 'recipe', 'fit_recipe', 'backbone_table']
 
 # %% ../nbs/03_models.ipynb #5fbbd64e
 class WeightsError(RuntimeError):
@@ -196,12 +196,17 @@ def tempfile_dir()->str:
     return tempfile.mkdtemp(prefix='melanoma_learner_')
 
 # %% ../nbs/03_models.ipynb #6b8d6f49
+def mixed_precision_cbs(learn # a `Learner`
+                       )->list:
+    "`learn`'s fastai `MixedPrecision` callbacks (`make_learner` adds one on a GPU); empty when it trains in float32."
+    from fastai.callback.fp16 import MixedPrecision
+    return [cb for cb in learn.cbs if isinstance(cb, MixedPrecision)]
+
 @contextlib.contextmanager
 def full_precision(learn # a `Learner`, with or without fastai's `MixedPrecision` (`make_learner` adds it on a GPU)
                   ):
     "Within: `learn` predicts in float32, TF32 off (the numerics of the saved model on any machine); restored after."
-    from fastai.callback.fp16 import MixedPrecision
-    mp, tf32 = [cb for cb in learn.cbs if isinstance(cb, MixedPrecision)], (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    mp, tf32 = mixed_precision_cbs(learn), (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     learn.remove_cbs(mp); torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try: yield learn
     finally: learn.add_cbs(mp); torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
