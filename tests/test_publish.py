@@ -64,7 +64,7 @@ def test_published_models_predict_like_the_originals(published, tiny_ensemble):
     orig, pub = predict.load_ensemble(run/'kfold'/CONF), predict.load_ensemble(predict.model_folder(dest))
     p0, p1 = (torch.as_tensor(ensemble_predict(e, paths).to_numpy()) for e in (orig, pub))
     diff = float((p0 - p1).abs().max())
-    print(f'largest difference of a class probability, fp16 published vs float32 models, {len(paths)} images: {diff:.2e}')
+    print(f'largest difference of a class probability, published fp16 copies vs the run models (equal by design), {len(paths)} images: {diff:.2e}')
     assert diff == 0  # the same weights: the run rounded them to float16 values before predicting
 
 
