@@ -217,7 +217,7 @@ def measure_throughput(arch:str='tf_efficientnet_lite0', # timm model name
         def after_train(self): _sync(device); self.secs = time.perf_counter() - self.t0
     tfms = aug_tfms(aug, stats=model_stats(arch))
     warm = synthetic_dls(3*bs, bs, img_size, bs, device, tfms)
-    learn = make_learner(warm, arch, pretrained=pretrained)
+    learn = make_learner(warm, arch, pretrained=pretrained, img_size=img_size)
     clock = Clock()
     with learn.no_bar(), learn.no_logging():
         learn.fit(1, 1e-4, cbs=clock)  # warm-up: kernels chosen, memory allocated

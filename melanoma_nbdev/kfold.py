@@ -117,7 +117,7 @@ def _train(df, fold, P, d, cfg, images, tta, lr_range, lr_iters, quiet):
     dev, meta, lr_from = resolve_device(P.device), cfg['meta'], 'given' if P.lr else f'lr_find valley ({lr_iters} iterations, {_num(lr_range[0])} to {_num(lr_range[1])})'
     stats = model_stats(cfg['arch'])
     dls = (get_meta_dls if meta else get_dls)(df, fold, img_size=P.img_size, bs=P.bs, batch_tfms=aug_tfms(P.aug, stats=stats), seed=P.seed, device=dev, images=images)
-    learn = make_learner(dls, cfg['arch'], cfg['loss'], cfg['pretrained'], cfg['n_meta'], path=d/'_fastai')
+    learn = make_learner(dls, cfg['arch'], cfg['loss'], cfg['pretrained'], cfg['n_meta'], path=d/'_fastai', img_size=P.img_size)
     with contextlib.ExitStack() as cm:
         if quiet: cm.enter_context(learn.no_bar()); cm.enter_context(learn.no_logging())
         lr = P.lr or float(learn.lr_find(start_lr=lr_range[0], end_lr=lr_range[1], num_it=lr_iters, show_plot=False).valley)
