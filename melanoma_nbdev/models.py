@@ -184,7 +184,10 @@ from fastai.callback.fp16 import MixedPrecision
 class CPUBf16(MixedPrecision):
     "fastai's bf16 `MixedPrecision` with the CPU's autocast (fastai's own autocasts CUDA only: a no-op on the CPU)."
     def __init__(self): super().__init__(amp_mode='bf16')
-    def before_fit(self): super().before_fit(); self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
+    def before_fit(self):
+        import warnings
+        with warnings.catch_warnings(): warnings.simplefilter('ignore', UserWarning); super().before_fit()  # its disabled CUDA GradScaler warns on a CPU
+        self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
 
 # %% ../nbs/03_models.ipynb #19e2040f
 def make_learner(dls, # DataLoaders from `get_dls` (or `get_meta_dls` with n_meta)
