@@ -424,7 +424,7 @@ def get_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`
             device:str='cpu', # torch device
             num_workers:int=0, # loader processes
             images:dict|None=None, # decoded images from `decode_images` (default: read the files)
-            tensor:bool|None=None # pre-squished images in one tensor on `device` (`gpu.tensor_dls`); None: on CUDA only
+            tensor:bool|None=None # pre-squished images in one tensor on `device` (`gpu.tensor_dls`); None: on (False: fastai's PIL path)
            ):
     "fastai `DataLoaders` with fold `valid_fold` as validation."
     from melanoma_nbdev.gpu import tensor_path, tensor_dls

@@ -123,10 +123,10 @@ class ChannelsLast(Transform):
 
 # %% ../nbs/92_gpu.ipynb #64983ce1
 def tensor_path(device:str, # the loaders' torch device
-                tensor:bool|None=None # force the tensor path on (True) or off (False); None: on CUDA only
+                tensor:bool|None=None # force the tensor path on (True) or off (False: fastai's PIL path); None: on, on every device
                )->bool:
-    "Whether `get_dls` takes the tensor path."
-    return bool(tensor) if tensor is not None else torch.device(device or 'cpu').type == 'cuda'
+    "Whether `get_dls` takes the tensor path: on every device unless turned off, so that no epoch decodes or resizes an image again."
+    return bool(tensor) if tensor is not None else True
 
 # %% ../nbs/92_gpu.ipynb #0475b7f5
 def tensor_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`

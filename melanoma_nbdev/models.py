@@ -17,8 +17,9 @@ from .augment import model_stats
 # %% auto #0
 __all__ = ['SEXES', 'SITES', 'META_COLUMNS', 'LOSSES', 'CPU_BF16_FROM', 'WeightsError', 'weights_candidates', 'find_weights',
            'load_backbone_weights', 'hub_reachable', 'create_backbone', 'Classifier', 'model_splitter', 'age_fill',
-           'meta_features', 'get_meta_dls', 'make_loss', 'cpu_bf16', 'CPUBf16', 'make_learner', 'tempfile_dir',
-           'mixed_precision_cbs', 'full_precision', 'EpochLog', 'recipe', 'fit_recipe', 'backbone_table']
+           'meta_features', 'get_meta_dls', 'make_loss', 'native_bf16', 'cpu_bf16', 'CPUBf16', 'make_learner',
+           'tempfile_dir', 'mixed_precision_cbs', 'full_precision', 'EpochLog', 'recipe', 'fit_recipe',
+           'backbone_table']
 
 # %% ../nbs/03_models.ipynb #5fbbd64e
 class WeightsError(RuntimeError):
@@ -143,7 +144,7 @@ def get_meta_dls(df:pd.DataFrame, # checked metadata with `path`, `dx`, `fold`
     fill = age_fill(df[df.fold != valid_fold])  # from the training rows only
     d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold, meta=list(meta_features(df, fill).to_numpy()))
     from melanoma_nbdev.gpu import tensor_path, tensor_dls
-    if tensor_path(device):  # on a GPU: the tensor path (92_gpu)
+    if tensor_path(device):  # the tensor path (92_gpu), on every device
         dls = tensor_dls(df, valid_fold, task, img_size, bs, batch_tfms, seed, device, images, meta=np.stack(d.meta)); dls.age_fill = fill
         return dls
     db = DataBlock(blocks=(ImageBlock, TransformBlock(type_tfms=as_tensor), CategoryBlock(vocab=TASKS[task])), n_inp=2,
@@ -174,10 +175,15 @@ def make_loss(name:str, # one of LOSSES
 # %% ../nbs/03_models.ipynb #c9b16f01
 CPU_BF16_FROM = 160  # px: from this image size on, bf16 autocast trains faster than float32 on the 2-core CPU (measured above)
 
-def cpu_bf16(img_size:int|None # square side in pixels of the training images (None: unknown)
+def native_bf16()->bool:
+    "Whether this CPU has the bf16 kernels of oneDNN (AVX-512); without them bf16 autocast is emulated and far slower."
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+def cpu_bf16(img_size:int|None, # square side in pixels of the training images (None: unknown)
+             native:bool|None=None # the CPU has native bf16 (None: ask `native_bf16`)
             )->bool:
-    "Whether a CPU `Learner` trains in bf16 autocast at `img_size` (float32 below `CPU_BF16_FROM` or when unknown)."
-    return bool(img_size) and img_size >= CPU_BF16_FROM
+    "Whether a CPU `Learner` trains in bf16 autocast at `img_size`: from `CPU_BF16_FROM` px, on a CPU with native bf16 only."
+    return bool(img_size) and img_size >= CPU_BF16_FROM and (native_bf16() if native is None else native)
 
 from fastai.callback.fp16 import MixedPrecision
 
