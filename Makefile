@@ -1,5 +1,5 @@
 # The project's two commands (see README.md):
-#   make report [PROFILE=smoke|full] [SET="key=value key=value"]   run the notebooks, then render the website and the PDF
+#   make report [PROFILE=smoke|cpu|full] [SET="key=value key=value"]   run the notebooks, then render the website and the PDF
 #                                                    (each key=value of SET becomes its own --set; no spaces inside a value)
 #   make test                                           nbdev-test on the notebooks, then pytest tests/
 #   make show                                           render the committed reference report (report/) into report/site/ and report/report.pdf, executing nothing
@@ -22,7 +22,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
+# PROFILE=cpu: the CPU preflight first (melanoma-benchmark --step cpu: the main configuration's folds against MAIN_BUDGET_S, the whole
+# run against RUN_BUDGET_S, from rates measured on this machine); over either budget it stops before anything is trained.
+MAIN_BUDGET_S ?= 5400
+RUN_BUDGET_S ?= 14400
 report: $(STAMP)
+	@if [ "$(PROFILE)" = cpu ]; then $(BIN)/melanoma-benchmark --profile cpu $(foreach s,$(SET),--set $(s)) --step cpu --main-budget-s $(MAIN_BUDGET_S) --run-budget-s $(RUN_BUDGET_S) --n-batches 6 || exit 1; fi
 	$(BIN)/melanoma-report --profile $(PROFILE) $(foreach s,$(SET),--set $(s))
 
 # nbdev-test runs one notebook per core: one torch thread each, else they oversubscribe the cores (measured: 203 s instead of 241 s).

@@ -22,14 +22,15 @@ from .kfold import multiclass_metrics
 
 # %% auto #0
 __all__ = ['LESION_COLUMNS', 'HEADLINE', 'RISK_LEVELS', 'KERATINOCYTE', 'RISK_SENSITIVITY', 'CLINIC_PREVALENCE', 'RISK_ROWS',
-           'probs_of', 'age_group', 'add_decisions', 'eval_frame', 'lesion_level', 'confusion_tables', 'plot_confusion',
-           'per_class_table', 'plot_class_curves', 'ece', 'brier', 'classwise_ece', 'temper', 'fit_temperature',
-           'crossfit_temperature', 'plot_reliability', 'plot_class_reliability', 'headline_metrics', 'lesion_bootstrap',
-           'verdict', 'paired_bootstrap', 'threshold_at_sensitivity', 'threshold_at_specificity', 'crossfit_thresholds',
-           'operating_point', 'plot_melanoma_curves', 'risk_scores', 'risk_targets', 'risk_levels', 'choose_risk_rule',
-           'crossfit_risk_levels', 'ppv_at', 'risk_metrics', 'risk_table', 'plot_risk_rule', 'risk_rule_from_oof',
-           'slice_metrics', 'slice_table', 'plot_slices', 'missed_melanomas', 'false_alarms', 'confident_errors',
-           'show_gallery']
+           'DECISION_RULES', 'probs_of', 'age_group', 'add_decisions', 'eval_frame', 'lesion_level', 'confusion_tables',
+           'plot_confusion', 'per_class_table', 'plot_class_curves', 'ece', 'brier', 'classwise_ece', 'temper',
+           'fit_temperature', 'crossfit_temperature', 'plot_reliability', 'plot_class_reliability', 'headline_metrics',
+           'lesion_bootstrap', 'verdict', 'paired_bootstrap', 'threshold_at_sensitivity', 'threshold_at_specificity',
+           'crossfit_thresholds', 'operating_point', 'plot_melanoma_curves', 'risk_scores', 'risk_targets',
+           'risk_levels', 'choose_risk_rule', 'crossfit_risk_levels', 'ppv_at', 'risk_metrics', 'risk_table',
+           'plot_risk_rule', 'risk_rule_from_oof', 'slice_metrics', 'slice_table', 'plot_slices', 'missed_melanomas',
+           'false_alarms', 'confident_errors', 'show_gallery', 'class_priors', 'prior_correct', 'fold_priors',
+           'with_rule', 'decision_metrics', 'choose_decision_rule']
 
 # %% ../nbs/06_error_analysis.ipynb #7bdb93c2
 def probs_of(oof:pd.DataFrame, # OOF predictions with `<kind>_<class>` columns
@@ -549,3 +550,51 @@ def show_gallery(rows:pd.DataFrame, # images to show, in order: `path`, `dx`, `p
         ax.set_title(f'true {r.dx}\ntop {r.pred_dx} ({r.p_top:.2f})\np(mel) {r.p_mel:.2f}', fontsize=8)
     fig.suptitle(f'{title}: {len(shown)} of {len(rows)}', fontsize=11); fig.tight_layout()
     return fig
+
+# %% ../nbs/06_error_analysis.ipynb #k6dr0002
+DECISION_RULES = ('top class', 'prior-corrected top class')  # the post-hoc rules; the class-weighted loss is a trained variant (chapter 05)
+
+def class_priors(dx:pd.Series, # the classes of the images a model was trained on
+                 classes:list=CLASSES # class names, in column order
+                )->np.ndarray:
+    "The class shares of `dx` in `classes` order; a class without images counts as half an image, so that no share is 0."
+    n = dx.astype(str).value_counts().reindex(classes, fill_value=0).to_numpy(float)
+    n = np.where(n == 0, .5, n)
+    return n / n.sum()
+
+def prior_correct(probs:np.ndarray, # (n, n_classes) probabilities
+                  prior:np.ndarray # the training class shares: one vector, or one row per image
+                 )->np.ndarray:
+    "`probs` divided by the class shares `prior` and renormalised (prior correction; Menon et al. 2021, post-hoc logit adjustment)."
+    q = np.asarray(probs, float) / np.asarray(prior, float)
+    return q / q.sum(-1, keepdims=True)
+
+def fold_priors(df:pd.DataFrame # the run's table with `fold` and `dx`
+               )->dict:
+    "Per fold: the class shares of the images its model trained on (every other fold)."
+    return {k: class_priors(df.dx[df.fold != k]) for k in sorted(df.fold.unique())}
+
+
+# %% ../nbs/06_error_analysis.ipynb #k6dr0005
+def with_rule(d:pd.DataFrame, # rows with `p_<class>` (and `fold` when `priors` is a dict)
+              rule:str, # one of `DECISION_RULES`
+              priors # `fold_priors` (each row by its fold), or one vector of class shares (a fold ensemble on new images)
+             )->pd.DataFrame:
+    "`d` with its `p_` probabilities as `rule` decides on them, and the decisions taken again (`add_decisions`)."
+    if rule not in DECISION_RULES: raise ValueError(f"Unknown decision rule {rule!r}; use one of {', '.join(DECISION_RULES)}.")
+    if rule == 'top class': return d
+    pr = np.stack([priors[k] for k in d.fold]) if isinstance(priors, dict) else np.asarray(priors, float)
+    q = prior_correct(probs_of(d), pr)
+    return add_decisions(d.assign(**{f'p_{c}': q[:, i] for i, c in enumerate(CLASSES)}))
+
+def decision_metrics(d:pd.DataFrame # rows with `y` and `p_<class>`
+                    )->dict:
+    "Balanced accuracy and accuracy of the top class of `d`'s probabilities: what a decision rule changes."
+    y, pred = d.y.to_numpy(), probs_of(d).argmax(1)
+    return dict(balanced_accuracy=balanced_accuracy_score(y, pred), accuracy=accuracy_score(y, pred))
+
+def choose_decision_rule(pv:pd.DataFrame # `paired_bootstrap` of prior-corrected (A) against top class (B), with `decision_metrics`
+                        )->str:
+    "The fixed rule: 'prior-corrected top class' where the balanced-accuracy gain's 95% interval lies above 0, else 'top class'."
+    return 'prior-corrected top class' if pv.loc['balanced_accuracy', 'lo'] > 0 else 'top class'
+

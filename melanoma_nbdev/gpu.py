@@ -22,11 +22,12 @@ from .data import TASKS, label_view, read_rgb
 from .profiles import load_profile, resolve_device, save_json, atomic_write, ProfileError
 
 # %% auto #0
-__all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'MiB', 'SKIP', 'squish', 'resize_all', 'device_images',
-           'clear_cache', 'IndexedImages', 'DeviceDL', 'ChannelsLast', 'tensor_path', 'tensor_dls', 'GpuBusy',
-           'synthetic_dls', 'measure_throughput', 'step_jobs', 'predict_seconds', 'total_seconds', 'measure_rates',
-           'preflight', 'preflight_text', 'melanoma_benchmark', 'pack_run', 'merge_provenance', 'unpack_run',
-           'packed_exact', 'melanoma_pack']
+__all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'CPU_BUDGETS', 'CPU_OTHER_S', 'MiB', 'SKIP', 'squish',
+           'resize_all', 'device_images', 'clear_cache', 'IndexedImages', 'DeviceDL', 'ChannelsLast', 'tensor_path',
+           'tensor_dls', 'GpuBusy', 'synthetic_dls', 'bare_step_rate', 'measure_throughput', 'step_jobs',
+           'predict_seconds', 'total_seconds', 'measure_rates', 'preflight', 'preflight_text', 'cpu_preflight',
+           'cpu_preflight_text', 'melanoma_benchmark', 'pack_run', 'merge_provenance', 'unpack_run', 'packed_exact',
+           'melanoma_pack']
 
 # %% ../nbs/92_gpu.ipynb #860e8f2e
 def squish(img, # an RGB uint8 array (H, W, 3) or an image file
@@ -200,6 +201,26 @@ def synthetic_dls(n_train:int, # training images
 def _sync(device):
     if torch.device(device).type == 'cuda': torch.cuda.synchronize()
 
+def bare_step_rate(arch:str, # timm model name
+                   img_size:int, # square side in pixels
+                   bs:int, # batch size
+                   device:str='cpu', # torch device
+                   n_batches:int=10 # timed steps (after 2 warm-up steps)
+                  )->float:
+    "Training images/s of one bare step (forward, cross-entropy, backward, AdamW) on one fixed random batch: channels-last, bf16 autocast where `cpu_bf16` says; no loader, no augmentation, no fastai."
+    from melanoma_nbdev.models import create_backbone, Classifier, cpu_bf16
+    m = Classifier(create_backbone(arch, pretrained=False)[0], 7).to(device).to(memory_format=torch.channels_last).train()
+    x, y = torch.rand(bs, 3, img_size, img_size, device=device).contiguous(memory_format=torch.channels_last), torch.randint(0, 7, (bs,), device=device)
+    opt, bf16 = torch.optim.AdamW(m.parameters(), 1e-4), torch.device(device).type == 'cuda' or cpu_bf16(img_size)
+    def step():
+        opt.zero_grad()
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16): loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward(); opt.step()
+    for _ in range(2): step()
+    _sync(device); t0 = time.perf_counter()
+    for _ in range(n_batches): step()
+    _sync(device); return n_batches * bs / (time.perf_counter() - t0)
+
 def measure_throughput(arch:str='tf_efficientnet_lite0', # timm model name
                        img_size:int=224, # square side in pixels
                        bs:int=128, # batch size
@@ -208,7 +229,7 @@ def measure_throughput(arch:str='tf_efficientnet_lite0', # timm model name
                        n_batches:int=30, # timed training batches (after one warm-up epoch of a few batches)
                        pretrained:bool=False # weights do not change speed: random init needs no weight files
                       )->dict:
-    "Training, mixed-precision inference and float32 prediction (`full_precision`) images/s of `arch` through the project's tensor path and fastai `Learner`, and the GPU's busy share."
+    "Training, mixed-precision inference and float32 prediction (`full_precision`) images/s of `arch` through the project's tensor path and fastai `Learner`, the GPU's busy share, and on a CPU the bare step's rate (`bare_step_rate`)."
     from fastai.callback.core import Callback
     from melanoma_nbdev.augment import aug_tfms, model_stats
     from melanoma_nbdev.models import make_learner, full_precision
@@ -226,13 +247,15 @@ def measure_throughput(arch:str='tf_efficientnet_lite0', # timm model name
         _sync(device); t0 = time.perf_counter(); learn.get_preds(dl=dls.valid); _sync(device); t_inf = time.perf_counter() - t0
         with full_precision(learn):  # how `train_fold` predicts: float32 kernels chosen on the warm-up batch first
             learn.get_preds(dl=warm.valid); _sync(device); t0 = time.perf_counter(); learn.get_preds(dl=dls.valid); _sync(device); t_pred = time.perf_counter() - t0
-    return dict(arch=arch, img_size=img_size, bs=bs, device=torch.cuda.get_device_name(0) if torch.device(device).type == 'cuda' else f'cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)',
+    bare = bare_step_rate(arch, img_size, bs, device, n_batches) if torch.device(device).type == 'cpu' else None  # the ceiling the project's CPU path is held to
+    return dict(arch=arch, img_size=img_size, bs=bs, bare_train_img_s=None if bare is None else round(bare, 1), device=torch.cuda.get_device_name(0) if torch.device(device).type == 'cuda' else f'cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)',
                 train_img_s=round(n_batches*bs/clock.secs, 1), infer_img_s=round(n_batches*bs/t_inf, 1), predict_img_s=round(n_batches*bs/t_pred, 1),
                 gpu_busy_pct=None if busy.share is None else round(busy.share, 1), busy_samples=len(busy.samples))
 
 # %% ../nbs/92_gpu.ipynb #cf7f11b1
 STEPS = {'1': dict(only=r'^(00|05)_', what='chapters 00 and 05: every configuration of the k-fold chapter, all folds'),
-         '2': dict(only=r'^(02|04)_', what="chapters 02 and 04: the augmentation ablation, the architecture comparison, the lr x batch-size grid and the recipe comparison")}
+         '2': dict(only=r'^(02|04)_', what="chapters 02 and 04: the augmentation ablation, the architecture comparison, the lr x batch-size grid and the recipe comparison"),
+         'main': dict(only=r'^(00|05)_', what="chapter 05's main configuration on every outer fold (part of step 1)")}
 GRID = dict(lrs=[1e-3, 1e-2, 1e-1], bss=[16, 32, 64])  # chapter 04's grid
 RECIPE_MULTS = (100, 10, 1)  # chapter 04's recipe comparison (`recipe_compare`)
 LR_ITERS = 100  # lr_find iterations per training when the profile's lr is 0
@@ -256,7 +279,11 @@ def step_jobs(P, # run profile
     def add(chapter, job, arch, runs, bs, lr_find, tta, inner=False):
         tr, inf, pr = _run_images(P, *((ni_train, ni_valid) if inner else (n_train, n_valid)), bs, lr_find, tta)
         rows.append(dict(chapter=chapter, job=job, arch=arch, bs=bs, runs=runs, train_images=runs*tr, infer_images=runs*inf, predict_images=runs*pr))
-    if step == '1':
+    if step == 'main': add('05', f'main configuration, {P.folds} outer folds', P.arch, P.folds, P.bs, lf, True)
+    elif step == '1' and P.get('variants', 'outer') == 'inner':  # the main configuration on every outer fold; each variant once on the inner split, the main one too
+        add('05', f'main configuration, {P.folds} outer folds', P.arch, P.folds, P.bs, lf, True)
+        add('05', f'{len(LOSSES)} losses + metadata fusion (inner split)', P.arch, len(LOSSES) + 1, P.bs, lf, True, True)
+    elif step == '1':
         add('05', f'{len(LOSSES)} losses + metadata fusion, {P.folds} folds each', P.arch, (len(LOSSES) + 1) * P.folds, P.bs, lf, True)
     elif step == '2':
         add('02', 'augmentation ablation: 3 levels (inner split)', P.arch, 3, P.bs, lf, True, True)
@@ -334,11 +361,45 @@ def preflight_text(pf:dict # from `preflight`
                  f"at these rates epochs <= {pf['max_epochs_fitting']} fit (profile: {pf['epochs']}).")
     return '\n'.join(lines)
 
+CPU_BUDGETS = dict(main_s=90*60, run_s=4*3600)  # issue 30: the main configuration's 5 folds in 90 min, the whole run in 4 h of one 2-core machine
+CPU_OTHER_S = 1800  # assumed, not measured: the chapters that train nothing (00, 01, 03, 06-09: data check, decoding, bootstraps, Grad-CAM, the locked test) on the CPU
+
+def cpu_preflight(P, # run profile (a CPU one, e.g. `cpu`)
+                  device:str='cpu', # torch device
+                  main_s:float=CPU_BUDGETS['main_s'], # budget of the main configuration's outer folds
+                  run_s:float=CPU_BUDGETS['run_s'], # budget of the whole run
+                  n_batches:int=10, # timed batches per (arch, bs)
+                  n_total:int=10015, # images in the dataset
+                  known:dict|None=None # (arch, bs) -> rates already measured
+                 )->dict:
+    "The CPU run's two budgets: images counted per step, rates measured once, predicted seconds of the main folds and of the whole run."
+    jobs = {s: step_jobs(P, s, n_total) for s in ('main', '1', '2')}
+    rates = measure_rates(pd.concat(jobs.values()), P, device, n_batches, known)
+    sec = {s: float(predict_seconds(j, rates, fixed_overhead_s=0).seconds.sum()) for s, j in jobs.items()}
+    tot = sec['1'] + sec['2'] + CPU_OTHER_S
+    return dict(step='cpu', profile=P.name, device=device, main_predicted_s=round(sec['main'], 1), main_budget_s=main_s, main_fits=sec['main'] <= main_s,
+                run_predicted_s=round(tot, 1), run_budget_s=run_s, run_fits=tot <= run_s, other_assumed_s=CPU_OTHER_S, fits=sec['main'] <= main_s and tot <= run_s,
+                jobs=pd.concat([predict_seconds(j, rates, fixed_overhead_s=0).assign(step=s) for s, j in jobs.items()]).to_dict('records'),
+                rates=[dict(arch=a, bs=b, **{k: v for k, v in r.items() if k not in ('arch', 'bs')}) for (a, b), r in rates.items()])
+
+def cpu_preflight_text(pf:dict # from `cpu_preflight`
+                      )->str:
+    "The CPU preflight as lines to print."
+    lines = [f"CPU preflight, profile {pf['profile']}, device {pf['device']}:"]
+    for r in pf['rates']: lines.append(f"  measured {r['arch']} bs {r['bs']}: {r['train_img_s']:,.0f} training img/s" + (f" (bare step {r['bare_train_img_s']:,.0f}, {r['train_img_s'] / r['bare_train_img_s']:.0%} of it)" if r.get('bare_train_img_s') else '')
+                                       + f", {r['infer_img_s']:,.0f} inference img/s, {r['predict_img_s']:,.0f} float32 prediction img/s")
+    for j in pf['jobs']: lines.append(f"  step {j['step']}: {j['chapter']} {j['job']} [{j['arch']}, bs {j['bs']}]: {j['runs']} trainings, {j['train_images']:,} training + {j['infer_images']:,} inference + {j['predict_images']:,} prediction images, about {j['seconds'] / 60:.0f} min")
+    lines.append(f"  main configuration, every outer fold: predicted {pf['main_predicted_s'] / 60:.0f} min against a budget of {pf['main_budget_s'] / 60:.0f} min: {'fits' if pf['main_fits'] else 'DOES NOT FIT'}")
+    lines.append(f"  whole run (steps 1 and 2, plus {pf['other_assumed_s'] / 60:.0f} min assumed for the chapters that train nothing): predicted {pf['run_predicted_s'] / 3600:.1f} h against {pf['run_budget_s'] / 3600:.1f} h: {'fits' if pf['run_fits'] else 'DOES NOT FIT'}")
+    return '\n'.join(lines)
+
 @call_parse
 def melanoma_benchmark(profile:str='full', # run profile (settings.ini section)
                        set:Annotated[str, {'action': 'append'}]=None, # override one profile value, key=value; repeat --set for each value
-                       step:str=None, # also preflight this step ('1' or '2'): count its images, predict its time, fail if over --budget-s
-                       budget_s:float=540, # the step's budget in seconds
+                       step:str=None, # also preflight this step ('1' or '2' on a GPU; 'cpu': the CPU run's two budgets): count its images, predict its time, fail if over budget
+                       budget_s:float=540, # the GPU step's budget in seconds
+                       main_budget_s:float=CPU_BUDGETS['main_s'], # --step cpu: budget of the main configuration's outer folds
+                       run_budget_s:float=CPU_BUDGETS['run_s'], # --step cpu: budget of the whole run
                        device:str=None, # torch device (default: the profile's; on a machine without GPU: cpu)
                        n_batches:int=20, # timed training batches per measurement
                        out:str=None # also write the numbers to this JSON file
@@ -352,14 +413,21 @@ def melanoma_benchmark(profile:str='full', # run profile (settings.ini section)
         dev = resolve_device(want)
         res = dict(benchmark=measure_throughput(P.arch, P.img_size, P.bs, dev, P.aug, n_batches))
         b = res['benchmark']
-        print(f"{b['arch']} at {b['img_size']} px, batch {b['bs']}, on {b['device']}: {b['train_img_s']:,.0f} training img/s, {b['infer_img_s']:,.0f} inference img/s, {b['predict_img_s']:,.0f} float32 prediction img/s, "
+        bare = f" (bare step {b['bare_train_img_s']:,.0f} img/s: the project's path at {b['train_img_s'] / b['bare_train_img_s']:.0%} of it)" if b.get('bare_train_img_s') else ''
+        print(f"{b['arch']} at {b['img_size']} px, batch {b['bs']}, on {b['device']}: {b['train_img_s']:,.0f} training img/s{bare}, {b['infer_img_s']:,.0f} inference img/s, {b['predict_img_s']:,.0f} float32 prediction img/s, "
               + (f"GPU busy {b['gpu_busy_pct']:.0f}% ({b['busy_samples']} samples)" if b['gpu_busy_pct'] is not None else 'no GPU busy share (no GPU)'))
-        if step:
+        if step == 'cpu':
+            res['preflight'] = pf = cpu_preflight(P, dev, main_budget_s, run_budget_s, max(3, n_batches // 2), known={(P.arch, P.bs): b})
+            print(cpu_preflight_text(pf))
+        elif step:
             res['preflight'] = pf = preflight(P, str(step), dev, budget_s, max(3, n_batches // 2), known={(P.arch, P.bs): b})
             print(preflight_text(pf))
         if out: save_json(res, out)
     except (ProfileError, ValueError) as e: raise SystemExit(f'error: {e}')
-    if step and not pf['fits']:
+    if step == 'cpu' and not pf['fits']:
+        raise SystemExit(f"error: the {P.name} run is predicted to take {pf['main_predicted_s'] / 60:.0f} min for the main configuration's folds (budget {main_budget_s / 60:.0f} min) and {pf['run_predicted_s'] / 3600:.1f} h in all (budget {run_budget_s / 3600:.1f} h) on this machine: nothing was trained. "
+                         f"Fix: a faster machine, a smaller profile (e.g. --set img_size=96 or --set epochs=3, which makes the run reduced), or larger budgets (--main-budget-s, --run-budget-s) for a run that resumes across sessions (melanoma-report --resume).")
+    if step and step != 'cpu' and not pf['fits']:
         fix = (f"--set epochs={pf['max_epochs_fitting']} (fits at the measured rates), a smaller profile, or a larger --budget-s" if pf['max_epochs_fitting']
                else "even one epoch does not fit at the measured rates: a smaller profile (--set n_images=...) or a larger --budget-s")
         raise SystemExit(f"error: step {step} is predicted to take {pf['predicted_s']:.0f} s, over the budget of {budget_s:.0f} s: nothing was trained. Fix: {fix}.")

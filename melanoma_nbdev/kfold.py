@@ -19,8 +19,8 @@ from .profiles import atomic_write, save_json, resolve_device, results_dir
 
 # %% auto #0
 __all__ = ['sens_at_spec', 'multiclass_metrics', 'melanoma_metrics', 'fold_config', 'check_done', 'round_to_fp16', 'train_fold',
-           'save_fold', 'run_kfold', 'main_folder', 'main_oof', 'inner_split', 'FoldEnsemble', 'ensemble_dl',
-           'ensemble_predict', 'fold_summary', 'config_rows']
+           'save_fold', 'run_kfold', 'main_folder', 'main_oof', 'inner_split', 'variant_folder', 'variant_oof',
+           'FoldEnsemble', 'ensemble_dl', 'ensemble_predict', 'fold_summary', 'config_rows']
 
 # %% ../nbs/05_kfold.ipynb #2c8132fe
 def sens_at_spec(y:np.ndarray, # 1 for positives, 0 for negatives
@@ -186,6 +186,26 @@ def inner_split(df:pd.DataFrame, # the profile's table with `fold`, `lesion_id`,
         _, va = next(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(rest, rest.dx.astype(str), groups=rest.lesion_id))
     inner = np.ones(len(rest), int); inner[va] = 0
     return rest.assign(outer_fold=rest.fold, fold=inner)
+
+# %% ../nbs/05_kfold.ipynb #k5va0002
+def variant_folder(P, # run profile (its `variants`)
+                   out:Path, # the chapter's folder of configurations (`results_dir(run_dir, 'kfold')`)
+                   name:str # the configuration, e.g. 'tf_efficientnet_lite0 focal'
+                  )->Path:
+    "The folder of configuration `name`: beside the main one (`variants = outer`) or under `inner/` (`variants = inner`)."
+    d = name.replace(' ', '_').replace('+', 'meta')
+    return Path(out)/d if P.variants == 'outer' else Path(out)/'inner'/d
+
+def variant_oof(df:pd.DataFrame, # the profile's table with `fold` and `path`
+                P, # run profile (its `variants`)
+                out:Path, # the chapter's folder of configurations
+                name:str, # the configuration
+                **kw # passed to `train_fold` (loss, meta, images)
+               )->pd.DataFrame:
+    "OOF predictions of variant `name` where `variants` says: pooled over every outer fold, or on inner validation (fold 0 of `inner_split`)."
+    if P.variants == 'outer': return run_kfold(df, P, variant_folder(P, out, name), **kw)
+    return train_fold(inner_split(df, holdout=0, seed=P.seed), 0, P, variant_folder(P, out, name), **kw)
+
 
 # %% ../nbs/05_kfold.ipynb #bf0552b0
 class FoldEnsemble:

@@ -12,11 +12,11 @@ from sklearn.metrics import roc_curve
 from .data import CLASSES
 from .kfold import sens_at_spec
 from .error_analysis import (probs_of, per_class_table, lesion_bootstrap, threshold_at_specificity, risk_rule_from_oof, risk_metrics, risk_table,
-                                            RISK_SENSITIVITY, CLINIC_PREVALENCE)
+                                            RISK_SENSITIVITY, CLINIC_PREVALENCE, DECISION_RULES, with_rule, decision_metrics, class_priors)
 
 # %% auto #0
 __all__ = ['HEADLINE_LOCKED', 'PER_CLASS_STATS', 'ISIC2018_TEST', 'fixed_operating_point', 'locked_frame', 'locked_metrics',
-           'evaluate_locked', 'locked_risk', 'class_table']
+           'evaluate_locked', 'locked_risk', 'locked_decisions', 'class_table']
 
 # %% ../nbs/09_locked_test.ipynb #19b3a84f
 def fixed_operating_point(oof:pd.DataFrame, # pooled OOF predictions of HAM10000 (`y`, `p_<class>`), never test data
@@ -75,6 +75,18 @@ def locked_risk(oof:pd.DataFrame, # HAM10000 pooled OOF predictions (fix the cut
     rule = risk_rule_from_oof(oof) if rule is None else rule
     t = d.assign(lesion_id=d.image_id, t_mel=rule['t_mel'], t_ka=rule['t_ka'])
     return rule, lesion_bootstrap(t, risk_metrics, n=n, seed=seed)
+
+# %% ../nbs/09_locked_test.ipynb #k9dr0002
+def locked_decisions(d:pd.DataFrame, # the test table (`locked_frame`)
+                     rule:dict, # chapter 06's `decision_rule.json`: `rule` and `prior_for_new_images`
+                     n:int=1000, # bootstrap redraws
+                     seed:int=0 # seed of the redraws
+                    )->pd.DataFrame:
+    "Balanced accuracy and accuracy of each rule of `DECISION_RULES` on `d`, with image-bootstrap 95% intervals; `fixed` marks the rule fixed on HAM10000."
+    prior = np.array([rule['prior_for_new_images'][c] for c in CLASSES], float)
+    out = {r: lesion_bootstrap(with_rule(d, r, prior).assign(lesion_id=d.image_id), decision_metrics, n=n, seed=seed) for r in DECISION_RULES}
+    return pd.concat(out, names=['decision rule']).assign(fixed=lambda t: t.index.get_level_values(0) == rule['rule'])
+
 
 # %% ../nbs/09_locked_test.ipynb #805a7bb2
 def class_table(ci:pd.DataFrame, # `evaluate_locked`'s intervals

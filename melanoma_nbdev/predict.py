@@ -204,8 +204,8 @@ def load_ensemble(folder:Path, # a configuration folder (`model_folder`)
     elif isinstance(expected, int) and len(ens.models) < expected: ens.notes.append(f"incomplete ensemble: {len(ens.models)} of the run's {expected} fold models in {folder}")
     ens.smoke = bool(_run_record(run, 'smoke'))
     if ens.smoke: ens.notes.append(f"the models come from a SMOKE run ({run}): a tiny CPU run that checks the code; its outputs mean nothing")
-    elif red := reduced({'overrides': _run_record(run, 'overrides') or {}}):
-        ens.notes.append(f"the models come from a REDUCED run ({run}: its overrides {', '.join(red)} make it smaller than its profile): not the report's models")
+    elif red := reduced({'overrides': _run_record(run, 'overrides') or {}, 'profile': _run_record(run, 'profile'), 'git_commit': _run_record(run, 'git_commit')}):
+        ens.notes.append(f"the models come from a REDUCED run ({run}: its overrides {', '.join(red)} make it differ from its profile): not the report's models")
     return ens
 
 # %% ../nbs/08_predict.ipynb #98e44f98

@@ -13,11 +13,12 @@ from pathlib import Path
 from fastcore.basics import AttrDict
 
 # %% auto #0
-__all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'LIMITS', 'WHY', 'OVERRIDES_FIX', 'PACKAGES', 'SMOKE_BANNER', 'REFERENCE',
-           'REDUCING', 'project_root', 'ProfileError', 'settings_path', 'read_profiles', 'convert_value',
-           'check_profile', 'load_profile', 'resolve_device', 'inference_device', 'umask', 'atomic_write', 'save_json',
-           'git_commit', 'hardware', 'machine_text', 'package_versions', 'file_sha256', 'provenance', 'provenance_md',
-           'show_provenance', 'results_dir', 'reduced', 'has_models', 'save_key_figure', 'Once', 'cli_type']
+__all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'VARIANTS', 'LIMITS', 'WHY', 'OVERRIDES_FIX', 'PACKAGES', 'SMOKE_BANNER',
+           'REFERENCE', 'SAME_TRAINING', 'project_root', 'ProfileError', 'settings_path', 'read_profiles',
+           'convert_value', 'check_profile', 'load_profile', 'resolve_device', 'inference_device', 'umask',
+           'atomic_write', 'save_json', 'git_commit', 'hardware', 'machine_text', 'package_versions', 'file_sha256',
+           'provenance', 'provenance_md', 'show_provenance', 'results_dir', 'profile_at', 'reduced', 'has_models',
+           'save_key_figure', 'Once', 'cli_type']
 
 # %% ../nbs/90_profiles.ipynb #afc1d5a8
 def project_root(start:Path|None=None # folder to search upward from (default: the working directory)
@@ -31,9 +32,10 @@ def project_root(start:Path|None=None # folder to search upward from (default: t
 # %% ../nbs/90_profiles.ipynb #a5b7fd08
 PROFILE_KEYS = dict(n_images=int, img_size=int, bs=int, epochs=int, folds=int, arch=str, archs=list,
                     seed=int, device=str, max_pixels=int, aug=str, lr=float,
-                    lr_mult=float)
+                    lr_mult=float, variants=str)
 DEVICES = ('cpu', 'cuda', 'auto')
 AUGS = ('none', 'light', 'heavy')
+VARIANTS = ('outer', 'inner')  # where chapter 05's loss and metadata variants train: every outer fold, or the inner split
 
 class ProfileError(ValueError):
     "A wrong profile name, key or value; the message names `settings.ini` or the parameter and the fix."
@@ -89,6 +91,7 @@ def check_profile(p:dict, # a converted profile
         if k in p and not lo <= p[k] <= hi: bad(k, f">= {lo} and <= {hi:,}" + (f" ({WHY[k]})" if k in WHY else ''))
     if p['device'] not in DEVICES: bad('device', f"one of {', '.join(DEVICES)}")
     if p['aug'] not in AUGS: bad('aug', f"one of {', '.join(AUGS)}")
+    if p['variants'] not in VARIANTS: bad('variants', f"one of {', '.join(VARIANTS)}")
     if not math.isfinite(p['lr']) or not 0 <= p['lr'] < 1: bad('lr', 'a finite number in [0, 1) (0: choose it with lr_find)')
     if not math.isfinite(p['lr_mult']) or p['lr_mult'] < 1: bad('lr_mult', ">= 1 and finite (1: the backbone at the head's learning rate)")
     if not p['arch']: bad('arch', 'a timm model name')
@@ -254,15 +257,32 @@ def results_dir(run_dir:Path|str|None=None, # the pipeline's run folder, or None
 # %% ../nbs/90_profiles.ipynb #hasmod01
 REFERENCE = 'report'  # the project's committed reference report (a published full run): its fold models are the commands' default
 
-REDUCING = ('n_images', 'img_size', 'folds')  # overrides that make a run smaller than its profile: its numbers are a check, not the profile's results
+SAME_TRAINING = ('device', 'max_pixels')  # keys that change where a run trains or which files it accepts, not what it trains
 
 def _as_set(v)->str: return ','.join(map(str, v)) if isinstance(v, list) else str(v)  # a profile value as `--set` writes it
 
-def reduced(prov:dict # a run's provenance (or chapter 05's record): its `overrides`
+def profile_at(name:str, # a profile of settings.ini
+               commit:str|None=None, # a git commit: the profile as settings.ini defined it there (None or unreadable: as it is now)
+               root:Path|None=None # the project checkout (default: found from here)
+              )->dict|None:
+    "Profile `name`'s values at git `commit` (else in today's settings.ini); None if neither defines it."
+    import tempfile
+    root = Path(root or project_root() or '.')
+    text = (_run(['git', 'show', f'{commit}:settings.ini'], root) or None) if commit and not str(commit).endswith('-dirty') else None
+    def values(f):  # the keys the file gives (an older settings.ini may lack newer keys; those are not compared)
+        raw = read_profiles(f).get(name)
+        return None if raw is None else {k: convert_value(k, v) for k, v in raw.items() if k in PROFILE_KEYS}
+    try:
+        if text is None: return values(root/'settings.ini')
+        with tempfile.TemporaryDirectory() as d: (f := Path(d)/'settings.ini').write_text(text); return values(f)
+    except ProfileError: return None
+
+def reduced(prov:dict # a run's provenance (or chapter 05's record): its `profile`, `git_commit` and `overrides`
            )->list:
-    "The overrides, as `key=value`, that make the run smaller than its profile; empty for a run of the profile's size."
-    o = prov.get('overrides') or {}
-    return [f'{k}={_as_set(o[k])}' for k in REDUCING if k in o]
+    "The overrides, as `key=value`, by which the run trains other than its named profile at its commit; empty only for a run of the profile as it is."
+    o = {k: v for k, v in (prov.get('overrides') or {}).items() if k not in SAME_TRAINING}
+    base = profile_at(prov['profile'], prov.get('git_commit')) if prov.get('profile') else None
+    return [f'{k}={_as_set(v)}' for k, v in o.items() if base is None or _as_set(base.get(k)) != _as_set(v)]
 
 def has_models(run:Path|str # a run folder, or a configuration folder with fold*/
               )->bool:

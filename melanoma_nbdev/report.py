@@ -14,9 +14,9 @@ from .profiles import (project_root, load_profile, provenance, provenance_md, sa
                                      machine_text, file_sha256, REFERENCE, reduced, _as_set)
 
 # %% auto #0
-__all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'TEXT_WIDTH_PT', 'REFERENCES', 'HEADLINE',
-           'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'OPTIONAL', 'PUBLISH_MAX_MIB', 'RENDERED',
-           'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute',
+__all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'TEXT_WIDTH_PT', 'REFERENCES',
+           'HEADLINE', 'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'OPTIONAL', 'PUBLISH_MAX_MIB',
+           'RENDERED', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute',
            'machine_paths', 'recorded_paths', 'scrub', 'is_test_cell', 'is_log', 'results_first', 'unlink',
            'smoke_banner', 'data_note', 'chapter_record', 'run_note', 'clean_nb', 'process_nb', 'stage_book', 'fence',
            'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
@@ -248,13 +248,15 @@ def chapter_record(prov:dict, # the run's provenance
 
 def _epochs(n): return f"{n} epoch{'' if n == 1 else 's'}"
 
+PROFILE_ROLE = {'cpu': 'the CPU reference run, trained on a 2-core CPU at 128 px; a GPU `full` run will replace it when a GPU is lent'}  # what a run of these profiles is, said on every page
+
 def run_note(prov:dict, # the run's provenance
              name:str # the chapter's notebook name
             )->str:
     "The note under a chapter's title in a run that is not a smoke run: the run, profile, commit, date and machine its numbers come from; a warning for a reduced run."
     p, o, r, red = prov.get('parameters', {}), prov.get('overrides') or {}, chapter_record(prov, name), reduced(prov)
-    what = (f"A **reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it smaller than the profile, so it checks the pipeline and its model numbers "
-            "are not the report's results. " if red else f"The **{prov.get('profile')} run** of this report. ")
+    what = (f"A **reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it differ from the profile, so it checks the pipeline and its model numbers "
+            "are not the report's results. " if red else f"The **{prov.get('profile')} run** of this report" + (f", {PROFILE_ROLE[prov.get('profile')]}" if prov.get('profile') in PROFILE_ROLE else '') + ". ")
     return ('::: {.callout-' + ('warning title="Reduced run: the model numbers on this page are not results"' if red else 'note title="Where the numbers on this page come from"') + '}\n'
             + what + f"Profile `{prov.get('profile')}` ({p.get('n_images') or 'all'} images at {p.get('img_size')} px, {_epochs(p.get('epochs'))}, {p.get('folds')} folds"
             + (f"; overrides: {', '.join(f'{k}={_as_set(v)}' for k, v in o.items())}" if o else '') + "), "
@@ -654,8 +656,8 @@ def front_page(run:Path, # the run folder
     smoke, hw, p, red = prov.get('smoke'), prov.get('hardware', {}), prov.get('parameters', {}), reduced(prov)
     data = json.loads((run/'results'/'data.json').read_text()) if (run/'results'/'data.json').exists() else {}
     status = ('**smoke run**: a tiny CPU check that the code runs end to end. Its model numbers are noise, not results, and must not be quoted.' if smoke
-              else f"**reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it smaller than the profile. It checks the pipeline; its model numbers are not the report's results." if red
-              else f"**{prov.get('profile')} run**: the report's results." + (f" Overrides of the profile: {', '.join(f'{k}={_as_set(v)}' for k, v in prov['overrides'].items())}." if prov.get('overrides') else ''))
+              else f"**reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it differ from the profile. It checks the pipeline; its model numbers are not the report's results." if red
+              else f"**{prov.get('profile')} run**: the report's results." + (f" It is {PROFILE_ROLE[prov.get('profile')]}." if prov.get('profile') in PROFILE_ROLE else '') + (f" Overrides of the profile: {', '.join(f'{k}={_as_set(v)}' for k, v in prov['overrides'].items())}." if prov.get('overrides') else ''))
     ran = {n['notebook'] for n in prov.get('notebooks', [])}
     missing = [n for n in expected or [] if n not in ran]
     out = ([f'::: {{.callout-warning title="{"Smoke" if smoke else "Reduced"} run: the model numbers of this report are not results"}}\n' + status + '\n:::'] if smoke or red else []) + ['## About this report',
@@ -720,7 +722,7 @@ def _typst_header(prov):
     elif red := reduced(prov): t.append(warn(f'*REDUCED RUN* #{json.dumps("(" + ", ".join(red) + "): model numbers in this report are not results.")}'))
     else:
         on = ' + '.join(dict.fromkeys('CPU' if m.startswith('no GPU') else m.split(' GPU,')[0] + ' GPU' for m, _ in machines(prov)))
-        line = f"Every number: the {prov.get('profile')} run of {str(prov.get('date_utc', ''))[:10]}, profile {prov.get('profile')}, commit {prov.get('git_commit')}, run on {on or 'CPU'}"
+        line = f"Every number: the {prov.get('profile')} run of {str(prov.get('date_utc', ''))[:10]}, profile {prov.get('profile')}, commit {prov.get('git_commit')}, run on {on or 'CPU'}" + ('; a GPU full run will replace it' if prov.get('profile') in PROFILE_ROLE else '')
         t.append(f'#set page(header: align(center, text(size: 7.5pt, fill: rgb("#555555"), {json.dumps(line)})))')
     return '\n'.join(t)
 
@@ -744,7 +746,8 @@ def report_markdown(book:Path, # the staging folder
     "Write `_pdf/report.md` in `book`: title, front page, contents, then each notebook without its code."
     import yaml
     d = book/'_pdf'; d.mkdir(parents=True, exist_ok=True)  # Quarto skips folders starting with '_'
-    sub = ('SMOKE RUN: model numbers are not results. ' if prov.get('smoke') else 'REDUCED RUN: model numbers are not results. ' if reduced(prov) else '') + f"Profile {prov.get('profile')}, commit {prov.get('git_commit')}, {prov.get('date_utc', '')[:10]}"
+    sub = ('SMOKE RUN: model numbers are not results. ' if prov.get('smoke') else 'REDUCED RUN: model numbers are not results. ' if reduced(prov) else
+           f"{PROFILE_ROLE[prov['profile']][0].upper()}{PROFILE_ROLE[prov['profile']][1:]}. " if prov.get('profile') in PROFILE_ROLE else '') + f"Profile {prov.get('profile')}, commit {prov.get('git_commit')}, {prov.get('date_utc', '')[:10]}"
     meta = dict(title=title, subtitle=sub, author='melanoma_nbdev', papersize='a4', fontsize='9.5pt', margin=dict(x='2cm', y='2.2cm'), **{'page-numbering': '1'})
     head = 'header-includes: |\n' + ''.join(f'  {l}\n' for l in fence(_typst_header(prov), '{=typst}').splitlines())
     body = '\n\n'.join(nb_markdown(book/n, d/'media', code=False) for n in notebooks)
@@ -1009,7 +1012,7 @@ def publishable(prov:dict, # a run's provenance
     "Why the run cannot be the reference report; empty when it can."
     st = {n['notebook']: n['status'] for n in prov.get('notebooks', [])}
     why = [f"it is a smoke run (profile {prov.get('profile')!r}): its numbers are not results"] if prov.get('smoke') else []
-    if red := reduced(prov): why.append(f"its overrides ({', '.join(red)}) make it smaller than profile {prov.get('profile')!r}")
+    if red := reduced(prov): why.append(f"its overrides ({', '.join(red)}) make it differ from profile {prov.get('profile')!r}")
     if bad := [n for n, s in st.items() if s != 'ok']: why.append(f"chapter(s) {', '.join(bad)} did not finish")
     if miss := [n for n in expected if n not in st and not re.match(OPTIONAL, n)]: why.append(f"it lacks chapter(s) {', '.join(miss)}")
     return why

@@ -207,3 +207,16 @@ def test_gpu_run_stops_at_the_budget_and_packs_what_finished(tmp_path):
     assert st == {'00_data.ipynb': 'ok', '05_kfold.ipynb': 'ok'}, st
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # folds finished before the stop were not trained again
     print(f'folds kept across the stop: {len(done)}')
+
+
+def test_cpu_preflight_two_budgets(monkeypatch, tmp_path, capsys):
+    "--step cpu: the main configuration's folds against 90 min and the whole run against 4 h; over either, nothing is trained."
+    monkeypatch.setattr(gpu, 'measure_throughput', fake_rates(60, 500, 400))
+    monkeypatch.setattr(gpu, 'bare_step_rate', lambda *a, **k: 100.)
+    with pytest.raises(SystemExit, match=r"main configuration's folds \(budget 90 min\).*nothing was trained"):
+        gpu.melanoma_benchmark(profile='cpu', device='cpu', step='cpu', out=str(tmp_path/'b.json'))
+    pf = json.loads((tmp_path/'b.json').read_text())['preflight']
+    assert pf['main_fits'] and not pf['run_fits'] and pf['main_predicted_s'] == round(240_000/60 + 60_090/500 + 60_090/400 + 15, 1)
+    gpu.melanoma_benchmark(profile='cpu', device='cpu', step='cpu', run_budget_s=10**6, out=str(tmp_path/'c.json'))
+    out = capsys.readouterr().out
+    assert 'main configuration, every outer fold: predicted 71 min against a budget of 90 min: fits' in out, out
