@@ -275,9 +275,10 @@ def step_jobs(P, # run profile
     n_valid = round(n / P.folds); n_train = n - n_valid
     lf = not P.lr
     rows = []
-    ni_valid = round(n_train / 5); ni_train = n_train - ni_valid  # chapters 02 and 04 select on `inner_split` (about 80/20) of the outer training folds
-    def add(chapter, job, arch, runs, bs, lr_find, tta, inner=False):
-        tr, inf, pr = _run_images(P, *((ni_train, ni_valid) if inner else (n_train, n_valid)), bs, lr_find, tta)
+    ni_valid = round(n_train / 5); ni_train = n_train - ni_valid  # `inner_split` (about 80/20) of the outer training folds: chapter 05's variants when `variants` = inner
+    n_sel = min(P.get('select_images') or n_train, n_train); ns_valid = round(n_sel / 5); ns_train = n_sel - ns_valid  # chapters 02 and 04: `selection_split`
+    def add(chapter, job, arch, runs, bs, lr_find, tta, inner=False, sel=False):
+        tr, inf, pr = _run_images(P, *((ns_train, ns_valid) if sel else (ni_train, ni_valid) if inner else (n_train, n_valid)), bs, lr_find, tta)
         rows.append(dict(chapter=chapter, job=job, arch=arch, bs=bs, runs=runs, train_images=runs*tr, infer_images=runs*inf, predict_images=runs*pr))
     if step == 'main': add('05', f'main configuration, {P.folds} outer folds', P.arch, P.folds, P.bs, lf, True)
     elif step == '1' and P.get('variants', 'outer') == 'inner':  # the main configuration on every outer fold; each variant once on the inner split, the main one too
@@ -286,10 +287,10 @@ def step_jobs(P, # run profile
     elif step == '1':
         add('05', f'{len(LOSSES)} losses + metadata fusion, {P.folds} folds each', P.arch, (len(LOSSES) + 1) * P.folds, P.bs, lf, True)
     elif step == '2':
-        add('02', 'augmentation ablation: 3 levels (inner split)', P.arch, 3, P.bs, lf, True, True)
-        for a in P.archs: add('04', 'architecture comparison (inner split)', a, 1 + (a == 'tf_efficientnet_lite0'), P.bs, True, False, True)
-        for b in GRID['bss']: add('04', f"lr x bs grid: {len(GRID['lrs'])} learning rates (inner split)", P.arch, len(GRID['lrs']), b, False, False, True)
-        add('04', f"fine-tuning recipes: lr_mult {', '.join(f'{m:g}' for m in RECIPE_MULTS)} (inner split)", P.arch, len(RECIPE_MULTS), P.bs, False, False, True)
+        add('02', 'augmentation ablation: 3 levels (inner split)', P.arch, 3, P.bs, lf, True, sel=True)
+        for a in P.archs: add('04', 'architecture comparison (inner split)', a, 1 + (a == 'tf_efficientnet_lite0'), P.bs, True, False, sel=True)
+        for b in GRID['bss']: add('04', f"lr x bs grid: {len(GRID['lrs'])} learning rates (inner split)", P.arch, len(GRID['lrs']), b, False, False, sel=True)
+        add('04', f"fine-tuning recipes: lr_mult {', '.join(f'{m:g}' for m in RECIPE_MULTS)} (inner split)", P.arch, len(RECIPE_MULTS), P.bs, False, False, sel=True)
     else: raise ProfileError(f"Unknown step {step!r}; use one of {', '.join(STEPS)}.")
     return pd.DataFrame(rows)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score, roc_curve, recall_score
 from safetensors.torch import save_file, load_file
-from .data import CLASSES, get_dls, decode_images, read_rgb
+from .data import CLASSES, get_dls, decode_images, read_rgb, sample_lesions
 from sklearn.model_selection import StratifiedGroupKFold
 from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, LOSSES, recipe, fit_recipe, full_precision, mixed_precision_cbs)
 from .augment import aug_tfms, model_stats
@@ -19,8 +19,9 @@ from .profiles import atomic_write, save_json, resolve_device, results_dir
 
 # %% auto #0
 __all__ = ['sens_at_spec', 'multiclass_metrics', 'melanoma_metrics', 'fold_config', 'check_done', 'round_to_fp16', 'train_fold',
-           'save_fold', 'run_kfold', 'main_folder', 'main_oof', 'inner_split', 'variant_folder', 'variant_oof',
-           'FoldEnsemble', 'ensemble_dl', 'ensemble_predict', 'fold_summary', 'config_rows']
+           'save_fold', 'run_kfold', 'main_folder', 'main_oof', 'inner_split', 'selection_split', 'variant_folder',
+           'variant_oof', 'FoldEnsemble', 'ensemble_dl', 'ensemble_predict', 'fold_summary', 'history_table',
+           'still_improving', 'plot_history', 'config_rows']
 
 # %% ../nbs/05_kfold.ipynb #2c8132fe
 def sens_at_spec(y:np.ndarray, # 1 for positives, 0 for negatives
@@ -187,6 +188,18 @@ def inner_split(df:pd.DataFrame, # the profile's table with `fold`, `lesion_id`,
     inner = np.ones(len(rest), int); inner[va] = 0
     return rest.assign(outer_fold=rest.fold, fold=inner)
 
+# %% ../nbs/05_kfold.ipynb #k5se0002
+def selection_split(df:pd.DataFrame, # the profile's table with `fold`, `lesion_id`, `dx`
+                    P # run profile (its `seed` and `select_images`)
+                   )->pd.DataFrame:
+    "The inner split chapters 02 and 04 choose on: `inner_split` of outer folds 1..k-1, cut to about `select_images` images of whole lesions when that is set."
+    inner = inner_split(df, holdout=0, seed=P.seed)
+    if not P.get('select_images'): return inner
+    share = min(1, P.select_images / len(inner))
+    keep = pd.concat([sample_lesions(inner[inner.fold == k], round(share * (inner.fold == k).sum()), P.seed) for k in (0, 1)])
+    return inner[inner.image_id.isin(keep.image_id)]
+
+
 # %% ../nbs/05_kfold.ipynb #k5va0002
 def variant_folder(P, # run profile (its `variants`)
                    out:Path, # the chapter's folder of configurations (`results_dir(run_dir, 'kfold')`)
@@ -256,6 +269,38 @@ def fold_summary(out:Path # folder of the configurations
                  train_seconds=c['train_seconds'], last_valid_loss=c['history'][-1]['valid_loss'] if c.get('history') else np.nan)
             for p in sorted(Path(out).glob('*/fold*/config.json')) for c in [json.loads(p.read_text())]]
     return pd.DataFrame(rows).set_index(['configuration', 'fold'])
+
+# %% ../nbs/05_kfold.ipynb #k5hi0002
+def history_table(out:Path # a folder of configurations (fold folders anywhere below it)
+                 )->pd.DataFrame:
+    "Every epoch of every fold model under `out`: configuration (its folder, relative to `out`), fold, epoch, stage, training and validation loss."
+    rows = [dict(configuration=str(p.parent.parent.relative_to(out)), fold=c['fold'], **{k: h.get(k) for k in ('epoch', 'stage', 'train_loss', 'valid_loss')})
+            for p in sorted(Path(out).rglob('fold*/config.json')) for c in [json.loads(p.read_text())] for h in c.get('history', [])]
+    return pd.DataFrame(rows, columns=['configuration', 'fold', 'epoch', 'stage', 'train_loss', 'valid_loss'])
+
+def still_improving(hist:pd.DataFrame # from `history_table`
+                   )->pd.Series:
+    "Per configuration and fold: whether the last epoch's validation loss is below the epoch's before it."
+    return hist.sort_values('epoch').groupby(['configuration', 'fold']).valid_loss.apply(lambda v: bool(len(v) > 1 and v.iloc[-1] < v.iloc[-2]))
+
+def plot_history(hist:pd.DataFrame, # from `history_table`
+                 title:str # the figure's title
+                ):
+    "One panel per configuration: training (dashed) and validation (solid) loss per epoch, one colour per fold; epoch 0 is the frozen one."
+    import matplotlib.pyplot as plt
+    confs = list(dict.fromkeys(hist.configuration))
+    nc = min(3, len(confs)); nr = -(-len(confs) // nc)
+    fig, axs = plt.subplots(nr, nc, figsize=(3.6 * nc, 2.9 * nr + .5), squeeze=False, sharey=True)
+    for ax in axs.flat[len(confs):]: ax.set_visible(False)
+    for ax, (name, g) in zip(axs.flat, hist.groupby('configuration', sort=False)):
+        for k, (f, h) in enumerate(g.groupby('fold')):
+            ax.plot(h.epoch, h.train_loss, '--', color=f'C{k}'); ax.plot(h.epoch, h.valid_loss, '-', color=f'C{k}', label=f'fold {f}')
+        ax.set_title(name.replace('_', ' '), fontsize=9); ax.set_xlabel('epoch (0: frozen backbone)')
+    for ax in axs[:, 0]: ax.set_ylabel('loss (solid: validation,\ndashed: training)')
+    axs[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10); fig.tight_layout()
+    return fig
+
 
 # %% ../nbs/05_kfold.ipynb #1d05196a
 def config_rows(oofs:dict, # configuration name -> pooled OOF predictions

@@ -32,7 +32,7 @@ def project_root(start:Path|None=None # folder to search upward from (default: t
 # %% ../nbs/90_profiles.ipynb #a5b7fd08
 PROFILE_KEYS = dict(n_images=int, img_size=int, bs=int, epochs=int, folds=int, arch=str, archs=list,
                     seed=int, device=str, max_pixels=int, aug=str, lr=float,
-                    lr_mult=float, variants=str)
+                    lr_mult=float, variants=str, select_images=int)
 DEVICES = ('cpu', 'cuda', 'auto')
 AUGS = ('none', 'light', 'heavy')
 VARIANTS = ('outer', 'inner')  # where chapter 05's loss and metadata variants train: every outer fold, or the inner split
@@ -77,10 +77,10 @@ def convert_value(key:str, # a key of `PROFILE_KEYS`
         raise ProfileError(f"{where} `{key}` = {value!r} is not {typ.__name__}. Give {'an integer' if typ is int else 'a ' + typ.__name__}, e.g. {key}=64.") from None
 
 # %% ../nbs/90_profiles.ipynb #8926ac5d
-LIMITS = dict(img_size=(32, 1024), bs=(1, 1024), epochs=(1, 1000), folds=(2, 20), n_images=(0, 10_000_000),
+LIMITS = dict(img_size=(32, 1024), bs=(1, 1024), epochs=(1, 1000), folds=(2, 20), n_images=(0, 10_000_000), select_images=(0, 10_000_000),
               seed=(0, 2**32 - 1), max_pixels=(1, 2**31 - 1))
 WHY = dict(img_size='pixels', folds='cross-validation needs two folds; more than 20 leave too few lesions of the rare classes per fold',
-           n_images='0 means all images', seed="numpy's seed range", epochs='per fold')
+           n_images='0 means all images', select_images='0 means the whole inner split', seed="numpy's seed range", epochs='per fold')
 
 def check_profile(p:dict, # a converted profile
                   where:str # named in the error message
