@@ -8,15 +8,20 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/locked_test.html.md"""
 from __future__ import annotations
 from functools import partial
 import numpy as np, pandas as pd
-from sklearn.metrics import roc_curve
+from PIL import Image
+from pathlib import Path
+from sklearn.metrics import roc_curve, log_loss
 from .data import CLASSES
 from .kfold import sens_at_spec
+from .predict import training_overlap
 from .error_analysis import (probs_of, per_class_table, lesion_bootstrap, threshold_at_specificity, risk_rule_from_oof, risk_metrics, risk_table,
-                                            RISK_SENSITIVITY, CLINIC_PREVALENCE, DECISION_RULES, with_rule, decision_metrics, class_priors)
+                                            RISK_SENSITIVITY, CLINIC_PREVALENCE, DECISION_RULES, with_rule, decision_metrics, class_priors,
+                                            ece, classwise_ece, brier, fit_temperature, temper, paired_bootstrap)
 
 # %% auto #0
 __all__ = ['HEADLINE_LOCKED', 'PER_CLASS_STATS', 'ISIC2018_TEST', 'fixed_operating_point', 'locked_frame', 'locked_metrics',
-           'evaluate_locked', 'locked_risk', 'locked_decisions', 'class_table']
+           'evaluate_locked', 'locked_risk', 'locked_decisions', 'class_table', 'dhash', 'thumbnail', 'same_pictures',
+           'overlap_check', 'calib_metrics', 'locked_calibration']
 
 # %% ../nbs/09_locked_test.ipynb #19b3a84f
 def fixed_operating_point(oof:pd.DataFrame, # pooled OOF predictions of HAM10000 (`y`, `p_<class>`), never test data
@@ -95,6 +100,66 @@ def class_table(ci:pd.DataFrame, # `evaluate_locked`'s intervals
     "Per class: recall, precision, F1 and one-vs-rest AUC, each with its 95% interval (`_lo`, `_hi`), and the class's images."
     rows = {c: {f'{s}{k}': ci.loc[f'{s}_{c}', col] for s in PER_CLASS_STATS for k, col in (('', 'estimate'), ('_lo', 'lo'), ('_hi', 'hi'))} for c in CLASSES}
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('class').assign(images=np.bincount(y, minlength=len(CLASSES)))
+
+# %% ../nbs/09_locked_test.ipynb #k9ov0002
+def dhash(path:Path|str, # an image file
+          size:int=16 # the hash has size x size bits
+         )->np.ndarray:
+    "The image's difference hash, packed into bytes: grey, squished to (size+1) x size, one bit per horizontal neighbour pair (right brighter than left)."
+    with Image.open(path) as im: g = np.asarray(im.convert('L').resize((size + 1, size), Image.BILINEAR), dtype=np.int16)
+    return np.packbits((g[:, 1:] > g[:, :-1]).ravel())
+
+def thumbnail(path:Path|str, # an image file
+              size:int=32 # side in pixels
+             )->np.ndarray:
+    "The image grey and squished to size x size (uint8)."
+    with Image.open(path) as im: return np.asarray(im.convert('L').resize((size, size), Image.BILINEAR))
+
+def same_pictures(test_paths:list, # the images to check
+                  train_paths:list, # the images they must not repeat
+                  max_bits:int=32, # candidates: dHash at most this many bits of 256 apart
+                  max_mae:float=3. # the same picture: thumbnails at most this many grey levels apart on average
+                 )->tuple:
+    "The test images that repeat a training picture, and per test image the smallest thumbnail difference among its hash candidates (inf: none)."
+    hb, tb = np.stack([dhash(p) for p in train_paths]), np.stack([thumbnail(p) for p in train_paths]).astype(np.int16)
+    best = np.full(len(test_paths), np.inf)
+    for i, p in enumerate(test_paths):
+        cand = np.flatnonzero(np.unpackbits(dhash(p)[None] ^ hb, axis=-1).sum(-1) <= max_bits)
+        if len(cand): best[i] = np.abs(tb[cand] - thumbnail(p)).mean((1, 2)).min()
+    return [str(p) for p, m in zip(test_paths, best) if m <= max_mae], best
+
+def overlap_check(test_paths:list, # the test images
+                  data:Path|str, # the HAM10000 folder (metadata.csv, images/)
+                  **kw # passed to `same_pictures` (max_bits, max_mae)
+                 )->dict:
+    "Test images that repeat a HAM10000 image: by `image_id`, by bytes (`training_overlap`), by picture (`same_pictures`)."
+    train = sorted((Path(data)/'images').glob('*.jpg'))
+    near, best = same_pictures(test_paths, train, **kw)
+    ov = training_overlap(test_paths, data)
+    return dict(n_test=len(test_paths), n_train=len(train), same_id=ov['same_id'], identical=ov['identical'], near=near, min_mae=best,
+                max_bits=kw.get('max_bits', 32), max_mae=kw.get('max_mae', 3.))
+
+
+# %% ../nbs/09_locked_test.ipynb #k9ca0002
+def calib_metrics(d:pd.DataFrame # rows with `y` and `p_<class>`
+                 )->dict:
+    "Top-label ECE, class-wise ECE (mean), Brier score and NLL of `d`'s probabilities (chapter 06's functions)."
+    y, p = d.y.to_numpy(), probs_of(d)
+    return {'ECE (top label, 15 bins)': ece(y, p), 'class-wise ECE (mean)': float(classwise_ece(y, p).mean()), 'Brier score': brier(y, p),
+            'NLL': log_loss(y, np.clip(p, 1e-12, 1), labels=range(len(CLASSES)))}
+
+def locked_calibration(oof:pd.DataFrame, # HAM10000 pooled OOF predictions (fix the temperature)
+                       d:pd.DataFrame, # the test table (`locked_frame`)
+                       n:int=1000, # bootstrap redraws
+                       seed:int=0 # seed of the redraws
+                      )->tuple:
+    "The temperature fitted on `oof` only, and the paired image-bootstrap comparison of `calib_metrics` on `d` after − before temperature scaling."
+    t = fit_temperature(oof.y.to_numpy(), probs_of(oof))
+    cal = temper(probs_of(d), t)
+    after = d.assign(**{f'p_{c}': cal[:, i] for i, c in enumerate(CLASSES)})
+    return t, paired_bootstrap(after.assign(lesion_id=d.image_id), d.assign(lesion_id=d.image_id), calib_metrics, n=n, seed=seed,
+                               names=('after temperature', 'before'), lower_better=('ECE (top label, 15 bins)', 'class-wise ECE (mean)', 'Brier score', 'NLL'))
+
 
 # %% ../nbs/09_locked_test.ipynb #5829a2b2
 ISIC2018_TEST = dict(official_images=1512, absent=('ISIC_0034524', 'ISIC_0035068'))  # the official ground truth, and the 2 images the public copy lacks (the folder's README)
