@@ -43,7 +43,7 @@ def resize_all(paths:list, # image files
                n_workers:int|None=None # threads (default: CPU count)
               )->torch.Tensor:
     "Every image squished to `size`, as one uint8 tensor (N, 3, size, size) in the order of `paths`."
-    one = (lambda p: squish(images[p], size)) if images is not None else (lambda p: squish(read_rgb(p), size))
+    one = lambda p: squish(images[p] if images is not None and p in images else read_rgb(p), size)  # a path the decoded images lack is read from its file
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     def put(ip): i, p = ip; out[i] = torch.from_numpy(one(p)).permute(2, 0, 1)
     with ThreadPoolExecutor(n_workers or os.cpu_count()) as ex: list(ex.map(put, enumerate(map(str, paths))))
@@ -61,7 +61,7 @@ def device_images(paths:list, # image files
     paths, key = list(dict.fromkeys(map(str, paths))), (size, str(torch.device(device)))
     x, rows = _CACHE.get(key, (None, {}))
     if x is None or any(p not in rows for p in paths):
-        keep = list(rows) + [p for p in paths if p not in rows]
+        keep = paths  # the paths asked for (an earlier tensor's other images may be in no `images` given now)
         _CACHE.pop(key, None)  # free the old tensor before building the new one
         x, rows = resize_all(keep, size, images).to(device), {p: i for i, p in enumerate(keep)}
         _CACHE[key] = (x, rows)
