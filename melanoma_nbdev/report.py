@@ -15,16 +15,17 @@ from .profiles import (project_root, load_profile, provenance, provenance_md, sa
 
 # %% auto #0
 __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'TEXT_WIDTH_PT', 'REFERENCES',
-           'HEADLINE', 'FRONT_METRICS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'OPTIONAL', 'PUBLISH_MAX_MIB',
-           'RENDERED', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute',
-           'machine_paths', 'recorded_paths', 'scrub', 'is_test_cell', 'is_log', 'results_first', 'unlink',
-           'smoke_banner', 'data_note', 'chapter_record', 'run_note', 'clean_nb', 'process_nb', 'stage_book', 'fence',
-           'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
-           'nb_markdown', 'headline_rows', 'md_table', 'machines', 'front_page', 'callouts_typst', 'report_markdown',
-           'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme',
-           'read_provenance', 'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report',
-           'pdf_chapters', 'render_run', 'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder',
-           'melanoma_report', 'melanoma_publish']
+           'SOFTWARE', 'HEADLINE', 'FRONT_METRICS', 'CITE_RE', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'OPTIONAL',
+           'PUBLISH_MAX_MIB', 'RENDERED', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run',
+           'new_run_dir', 'execute', 'machine_paths', 'recorded_paths', 'scrub', 'is_test_cell', 'is_log',
+           'results_first', 'unlink', 'smoke_banner', 'data_note', 'chapter_record', 'run_note', 'clean_nb',
+           'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image',
+           'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows', 'md_table', 'references', 'citations',
+           'unresolved', 'machines', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf',
+           'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
+           'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report', 'pdf_chapters', 'render_run',
+           'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder', 'melanoma_report',
+           'melanoma_publish']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -593,10 +594,28 @@ def nb_markdown(nb:Path, # a processed notebook
 # %% ../nbs/91_report.ipynb #6c75babc
 REFERENCES = [
     "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
+    "Codella N., Rotemberg V., Tschandl P., Celebi M. E., Dusza S., Gutman D., et al. (2019). Skin lesion analysis toward melanoma detection 2018: a challenge hosted by the International Skin Imaging Collaboration (ISIC). arXiv:1902.03368.",
+    "Cohen J. (1988). *Statistical power analysis for the behavioral sciences*, 2nd ed. Hillsdale, NJ: Lawrence Erlbaum.",
+    "Kull M., Perello-Nieto M., Kängsepp M., Silva Filho T., Song H., Flach P. (2019). Beyond temperature scaling: obtaining well-calibrated multi-class probabilities with Dirichlet calibration. *Advances in Neural Information Processing Systems 32* (NeurIPS 2019).",
+    "Menon A. K., Jayasumana S., Rawat A. S., Jain H., Veit A., Kumar S. (2021). Long-tail learning via logit adjustment. *International Conference on Learning Representations* (ICLR 2021).",
+    "Nixon J., Dusenberry M. W., Zhang L., Jerfel G., Tran D. (2019). Measuring calibration in deep learning. *CVPR Workshops* (2019), 38-41.",
     "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
     "Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. *Scientific Data* 5, 180161. doi:10.1038/sdata.2018.161.",
     "Winkler J. K., Fink C., Toberer F., et al. (2019). Association between surgical skin markings in dermoscopic images and diagnostic performance of a deep learning convolutional neural network for melanoma recognition. *JAMA Dermatology* 155(10), 1135-1141.",
     "Zhou B., Khosla A., Lapedriza A., Oliva A., Torralba A. (2016). Learning deep features for discriminative localization. *Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)*, 2921-2929."]
+
+SOFTWARE = {  # package (as in a run's provenance) -> its reference; {v} is the version the run used
+    'torch': "Paszke A., Gross S., Massa F., et al. (2019). PyTorch: an imperative style, high-performance deep learning library. *NeurIPS 32*. Software: torch {v}.",
+    'fastai': "Howard J., Gugger S. (2020). Fastai: a layered API for deep learning. *Information* 11(2), 108. Software: fastai {v}.",
+    'timm': "Wightman R. (2019). PyTorch Image Models. https://github.com/huggingface/pytorch-image-models, doi:10.5281/zenodo.4414861. Software: timm {v}.",
+    'grad-cam': "Gildenblat J., et al. (2021). PyTorch library for CAM methods. https://github.com/jacobgil/pytorch-grad-cam. Software: grad-cam {v}.",
+    'scikit-learn': "Pedregosa F., Varoquaux G., Gramfort A., et al. (2011). Scikit-learn: machine learning in Python. *Journal of Machine Learning Research* 12, 2825-2830. Software: scikit-learn {v}.",
+    'numpy': "Harris C. R., Millman K. J., van der Walt S. J., et al. (2020). Array programming with NumPy. *Nature* 585, 357-362. Software: numpy {v}.",
+    'pandas': "McKinney W. (2010). Data structures for statistical computing in Python. *Proceedings of the 9th Python in Science Conference*, 56-61. Software: pandas {v}.",
+    'matplotlib': "Hunter J. D. (2007). Matplotlib: a 2D graphics environment. *Computing in Science & Engineering* 9(3), 90-95. Software: matplotlib {v}.",
+    'seaborn': "Waskom M. L. (2021). seaborn: statistical data visualization. *Journal of Open Source Software* 6(60), 3021. Software: seaborn {v}.",
+    'nbdev': "fast.ai (2020). nbdev: create delightful software with Jupyter notebooks. https://github.com/AnswerDotAI/nbdev. Software: nbdev {v}.",
+    'papermill': "nteract (2017). papermill: parameterize and execute Jupyter notebooks. https://github.com/nteract/papermill. Software: papermill {v}."}
 
 HEADLINE = ('balanced_accuracy', 'accuracy', 'macro_auc', 'mel_auc', 'mel_sens_at_80_spec', 'mel_sens_at_90_spec')  # k-fold metrics (runs without chapter 6)
 FRONT_METRICS = {'balanced_accuracy': 'balanced accuracy', 'accuracy': 'accuracy', 'macro_auc': 'macro AUC (one vs rest)', 'mel_auc': 'melanoma AUC',
@@ -637,6 +656,26 @@ def md_table(header:list, # column names
     esc = lambda s: str(s).replace('|', '\\|').replace('\n', ' ')
     rule = '|' + ''.join(':' + '-' * (3 * w) + '|' for w in widths or [1] * len(header))
     return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', rule] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
+
+# %% ../nbs/91_report.ipynb #3d4330b0
+CITE_RE = re.compile(r"\b([A-Z][\w'\-]+) (?:et al\.(?:'s)?|and [A-Z][\w'\-]+),? \(?(?:[A-Z][A-Za-z]* )?((?:19|20)\d\d)\b|\b([A-Z][\w'\-]+) \(((?:19|20)\d\d)\)")
+
+def references(packages:dict|None=None # package -> version, as in a run's provenance (`packages`)
+              )->list:
+    "The works cited and the libraries used (with their versions), sorted by first author."
+    v = packages or {}
+    return sorted(REFERENCES + [r.format(v=v.get(k, 'version not recorded')) for k, r in SOFTWARE.items()], key=str.casefold)
+
+def citations(text:str # prose that cites works as 'Name et al. 2019'
+             )->list:
+    "(surname, year) of every citation in `text`, in order."
+    return [tuple(g for g in m.groups() if g) for m in CITE_RE.finditer(text)]
+
+def unresolved(text:str, # prose with citations
+               refs:list # reference entries ('Surname A., ... (year). Title ...')
+              )->list:
+    "The citations of `text` that no entry of `refs` resolves (one that starts with the surname and holds '(year)')."
+    return [c for c in dict.fromkeys(citations(text)) if not any(r.startswith(c[0] + ' ') and f'({c[1]})' in r for r in refs)]
 
 # %% ../nbs/91_report.ipynb #f7afd3ec
 def machines(prov:dict # a run's provenance
@@ -709,7 +748,7 @@ def front_page(run:Path, # the run folder
             '## How to cite',
             'Cite the data as: Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. '
             '*Scientific Data* 5, 180161. Cite this report as: melanoma_nbdev, ' + f"commit `{prov.get('git_commit')}`, run of {prov.get('date_utc', '')[:10]} (profile `{prov.get('profile')}`).",
-            '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(REFERENCES, 1))]
+            '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(references(prov.get('packages')), 1))]
     return scrub('\n\n'.join(out), paths or [])
 
 # %% ../nbs/91_report.ipynb #3bd4c233
