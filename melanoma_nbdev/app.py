@@ -148,7 +148,7 @@ def risk_sentence(row:pd.Series, # a row of `predictions_frame`
     pm, pk = (float(v[0]) for v in risk_scores(row[[f'p_{c}' for c in CLASSES]].to_numpy(float)[None]))
     mel, ka = f"p(mel) = {pm:.2f}", f"p(bcc) + p(akiec) = {pk:.2f}"
     if row.risk == RISK_LEVELS[0]: return (f"{mel} is at or above the cut-off {rule['t_mel']:.3f}, chosen to flag {rule['target_sensitivity']['mel']:.0%} of the melanomas of the run's "
-                                           f"out-of-fold lesions; this holds whatever the most probable class (here {row.top1}). Only a doctor can say what the lesion is.")
+                                           f"out-of-fold images; this holds whatever the most probable class (here {row.top1}). Only a doctor can say what the lesion is.")
     if row.risk == RISK_LEVELS[1]: return (f"{ka} is at or above the cut-off {rule['t_ka']:.3f} (chosen for {rule['target_sensitivity']['ka']:.0%} sensitivity), and {mel} is below "
                                            f"{rule['t_mel']:.3f}: a less urgent flag for basal cell carcinoma or actinic keratosis. It does not exclude melanoma.")
     return (f"{mel} is below {rule['t_mel']:.3f} and {ka} below {rule['t_ka']:.3f}. This does not exclude melanoma: even on the data the cut-off was chosen on, "

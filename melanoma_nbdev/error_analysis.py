@@ -18,19 +18,25 @@ from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, brier_score_loss, confusion_matrix, log_loss, precision_recall_fscore_support,
                              recall_score, roc_auc_score, roc_curve, RocCurveDisplay, PrecisionRecallDisplay)
 from .data import CLASSES
-from .kfold import multiclass_metrics
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from .kfold import multiclass_metrics, ensemble_dl
 
 # %% auto #0
 __all__ = ['LESION_COLUMNS', 'HEADLINE', 'RISK_LEVELS', 'KERATINOCYTE', 'RISK_SENSITIVITY', 'CLINIC_PREVALENCE', 'RISK_ROWS',
-           'DECISION_RULES', 'probs_of', 'age_group', 'add_decisions', 'eval_frame', 'lesion_level', 'confusion_tables',
-           'plot_confusion', 'per_class_table', 'plot_class_curves', 'ece', 'brier', 'classwise_ece', 'temper',
-           'fit_temperature', 'crossfit_temperature', 'plot_reliability', 'plot_class_reliability', 'headline_metrics',
-           'lesion_bootstrap', 'verdict', 'paired_bootstrap', 'threshold_at_sensitivity', 'threshold_at_specificity',
-           'crossfit_thresholds', 'operating_point', 'plot_melanoma_curves', 'risk_scores', 'risk_targets',
-           'risk_levels', 'choose_risk_rule', 'crossfit_risk_levels', 'ppv_at', 'risk_metrics', 'risk_table',
-           'plot_risk_rule', 'risk_rule_from_oof', 'slice_metrics', 'slice_table', 'plot_slices', 'missed_melanomas',
-           'false_alarms', 'confident_errors', 'show_gallery', 'class_priors', 'prior_correct', 'fold_priors',
-           'with_rule', 'decision_metrics', 'choose_decision_rule']
+           'RISK_UNIT', 'DECISION_RULES', 'probs_of', 'age_group', 'add_decisions', 'eval_frame', 'lesion_level',
+           'confusion_tables', 'plot_confusion', 'per_class_table', 'plot_class_curves', 'ece', 'brier',
+           'classwise_ece', 'temper', 'fit_temperature', 'crossfit_temperature', 'plot_reliability',
+           'plot_class_reliability', 'headline_metrics', 'lesion_bootstrap', 'verdict', 'paired_bootstrap',
+           'threshold_at_sensitivity', 'threshold_at_specificity', 'crossfit_thresholds', 'operating_point',
+           'plot_melanoma_curves', 'risk_scores', 'risk_targets', 'risk_levels', 'choose_risk_rule',
+           'crossfit_risk_levels', 'ppv_at', 'risk_metrics', 'risk_table', 'plot_risk_rule', 'risk_rule_from_oof',
+           'check_rule_unit', 'slice_metrics', 'slice_table', 'plot_slices', 'missed_melanomas', 'false_alarms',
+           'confident_errors', 'show_gallery', 'class_priors', 'prior_correct', 'fold_priors', 'with_rule',
+           'decision_metrics', 'choose_decision_rule', 'shortcut_gap', 'oof_features', 'dx_type_probe']
 
 # %% ../nbs/06_error_analysis.ipynb #7bdb93c2
 def probs_of(oof:pd.DataFrame, # OOF predictions with `<kind>_<class>` columns
@@ -460,17 +466,30 @@ def plot_risk_rule(y:np.ndarray, # true class index per row
     fig.suptitle(title + (' (red ticks: cross-fitted cut-offs by fold)' if by_fold else ''), fontsize=11); fig.tight_layout()
     return fig
 
+RISK_UNIT = 'image'   # what `melanoma-predict`, the app and the locked test decide on: one image (its fold-ensemble probabilities)
+
 def risk_rule_from_oof(oof:pd.DataFrame, # pooled OOF predictions (`lesion_id`, `y`, `fold`, `p_<class>`)
                        sensitivity:dict=RISK_SENSITIVITY # see `choose_risk_rule`
                       )->dict:
-    "The deployable rule: both cut-offs chosen on all OOF predictions at lesion level (mean probabilities), image-level ones for reference."
+    "The deployable rule: both cut-offs chosen on all OOF images (`RISK_UNIT`, the unit it is applied to); lesion-level cut-offs for reference."
     lev = lesion_level(oof, kinds=('p',))
-    les, img = choose_risk_rule(lev.y.to_numpy(), probs_of(lev), sensitivity), choose_risk_rule(oof.y.to_numpy(), probs_of(oof), sensitivity)
-    return dict(t_mel=les['mel']['threshold'], t_ka=les['ka']['threshold'], levels=list(RISK_LEVELS), target_sensitivity=dict(sensitivity),
-                scores=dict(t_mel='p(mel)', t_ka='p(bcc) + p(akiec)'), classes=list(CLASSES), unit='lesion (mean plain probabilities of its images); a single image is a lesion of one image',
-                chosen_on='all pooled plain OOF predictions of the main configuration (HAM10000), lesion level', n_lesions=len(lev), n_images=len(oof),
-                n_melanoma_lesions=int(risk_targets(lev.y.to_numpy())[0].sum()), n_bcc_akiec_lesions=int(risk_targets(lev.y.to_numpy())[1].sum()),
-                in_sample=dict(lesion=les, image=img), clinic_prevalence_assumed=dict(CLINIC_PREVALENCE))
+    img, les = choose_risk_rule(oof.y.to_numpy(), probs_of(oof), sensitivity), choose_risk_rule(lev.y.to_numpy(), probs_of(lev), sensitivity)
+    is_mel, is_ka = risk_targets(oof.y.to_numpy())
+    return dict(t_mel=img['mel']['threshold'], t_ka=img['ka']['threshold'], levels=list(RISK_LEVELS), target_sensitivity=dict(sensitivity),
+                scores=dict(t_mel='p(mel)', t_ka='p(bcc) + p(akiec)'), classes=list(CLASSES), unit=RISK_UNIT,
+                chosen_on='all pooled plain OOF predictions of the main configuration (HAM10000), one image each, by the fold model that did not train on it',
+                n_images=len(oof), n_lesions=len(lev), n_melanoma_images=int(is_mel.sum()), n_bcc_akiec_images=int(is_ka.sum()),
+                in_sample=dict(image=img, lesion=les), clinic_prevalence_assumed=dict(CLINIC_PREVALENCE))
+
+def check_rule_unit(rule:dict, # a risk rule (`risk_rule_from_oof`, or a `risk_rule.json` read back)
+                    unit:str=RISK_UNIT, # the unit it is about to be applied to
+                    where:str='risk rule' # what to name in the message (e.g. the file)
+                   )->dict:
+    "`rule` if its cut-offs were chosen on `unit`; else a `ValueError`: a cut-off keeps its sensitivity only on the unit it was chosen on."
+    if rule.get('unit') == unit: return rule
+    raise ValueError(f"{where}: its cut-offs were chosen on unit {rule.get('unit')!r} but are applied to {unit!r} predictions, where their stated sensitivity does not hold. "
+                     f"Fix: derive the rule on {unit} predictions (execute chapter 06 for this run again).")
+
 
 # %% ../nbs/06_error_analysis.ipynb #3e89b802
 def _flag(d:pd.DataFrame, threshold)->np.ndarray:
@@ -598,3 +617,34 @@ def choose_decision_rule(pv:pd.DataFrame # `paired_bootstrap` of prior-corrected
     "The fixed rule: 'prior-corrected top class' where the balanced-accuracy gain's 95% interval lies above 0, else 'top class'."
     return 'prior-corrected top class' if pv.loc['balanced_accuracy', 'lo'] > 0 else 'top class'
 
+
+# %% ../nbs/06_error_analysis.ipynb #2190abd3
+def shortcut_gap(d:pd.DataFrame # rows (lesions or images) with `dx`, `dx_type`, `p_mel`: melanomas and nevi at least
+                )->dict:
+    "Melanoma AUC against all nevi, against histology-confirmed nevi, and the first minus the second."
+    dx, pm = d.dx.to_numpy(), d.p_mel.to_numpy()
+    is_mel, nv = dx == 'mel', dx == 'nv'
+    def auc(neg): return roc_auc_score(is_mel[is_mel | neg], pm[is_mel | neg])
+    a, h = auc(nv), auc(nv & (d.dx_type.to_numpy() == 'histo'))
+    return {'mel_auc vs all nevi': a, 'mel_auc vs histology-confirmed nevi': h, 'difference (all - histology-confirmed)': a - h}
+
+# %% ../nbs/06_error_analysis.ipynb #1281fb37
+@torch.no_grad()
+def oof_features(ens, # `FoldEnsemble` of the main configuration (one model per fold)
+                 d:pd.DataFrame # images with `path` and `fold` (the fold each was held out in)
+                )->np.ndarray:
+    "The pooled image features of each row of `d`, from the fold model that did not train on it, in `d`'s order."
+    out = np.zeros((len(d), ens.models[0].body.num_features), np.float32)
+    for c, m in zip(ens.cfgs, ens.models):
+        idx = np.flatnonzero(d.fold.to_numpy() == c['fold'])
+        if len(idx): out[idx] = torch.cat([m.features(b[0]).float().cpu() for b in ensemble_dl(d.path.iloc[idx].tolist(), ens.img_size, ens.stats, device=ens.device)]).numpy()
+    return out
+
+def dx_type_probe(feats:np.ndarray, # (n, k) features
+                  target:np.ndarray, # (n,) bool: what to predict (e.g. histology-confirmed)
+                  folds:np.ndarray # (n,) the fold of each row: each fold is predicted by a probe fitted on the others
+                 )->np.ndarray:
+    "Cross-fitted probability of `target` from `feats` (standardised logistic regression); NaN where a training fold lacks one class."
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=.1, max_iter=2000))
+    try: return cross_val_predict(pipe, feats, np.asarray(target, int), cv=PredefinedSplit(np.asarray(folds)), method='predict_proba')[:, 1]
+    except ValueError: return np.full(len(target), np.nan)

@@ -12,16 +12,17 @@ from PIL import Image
 from pathlib import Path
 from sklearn.metrics import roc_curve, log_loss
 from .data import CLASSES
-from .kfold import sens_at_spec
+import torch
+from .kfold import sens_at_spec, ensemble_dl
 from .predict import training_overlap
-from .error_analysis import (probs_of, per_class_table, lesion_bootstrap, threshold_at_specificity, risk_rule_from_oof, risk_metrics, risk_table,
+from .error_analysis import (probs_of, per_class_table, lesion_bootstrap, threshold_at_specificity, risk_rule_from_oof, risk_metrics, risk_table, check_rule_unit,
                                             RISK_SENSITIVITY, CLINIC_PREVALENCE, DECISION_RULES, with_rule, decision_metrics, class_priors,
                                             ece, classwise_ece, brier, fit_temperature, temper, paired_bootstrap)
 
 # %% auto #0
 __all__ = ['HEADLINE_LOCKED', 'PER_CLASS_STATS', 'ISIC2018_TEST', 'fixed_operating_point', 'locked_frame', 'locked_metrics',
-           'evaluate_locked', 'locked_risk', 'locked_decisions', 'class_table', 'dhash', 'thumbnail', 'same_pictures',
-           'overlap_check', 'calib_metrics', 'locked_calibration']
+           'evaluate_locked', 'locked_risk', 'member_predict', 'member_flags', 'locked_decisions', 'class_table',
+           'dhash', 'thumbnail', 'same_pictures', 'overlap_check', 'calib_metrics', 'locked_calibration']
 
 # %% ../nbs/09_locked_test.ipynb #19b3a84f
 def fixed_operating_point(oof:pd.DataFrame, # pooled OOF predictions of HAM10000 (`y`, `p_<class>`), never test data
@@ -77,9 +78,32 @@ def locked_risk(oof:pd.DataFrame, # HAM10000 pooled OOF predictions (fix the cut
                 seed:int=0 # seed of the redraws
                )->tuple:
     "The risk rule (fixed on `oof` only) and chapter 06's `risk_metrics` of its cut-offs on `d`, with image-bootstrap 95% intervals (one image per unit)."
-    rule = risk_rule_from_oof(oof) if rule is None else rule
+    rule = risk_rule_from_oof(oof) if rule is None else check_rule_unit(rule, where='the risk rule given to locked_risk')
     t = d.assign(lesion_id=d.image_id, t_mel=rule['t_mel'], t_ka=rule['t_ka'])
     return rule, lesion_bootstrap(t, risk_metrics, n=n, seed=seed)
+
+# %% ../nbs/09_locked_test.ipynb #b3cd7cdb
+@torch.no_grad()
+def member_predict(ens, # `FoldEnsemble`: the fold models
+                   paths:list # image files
+                  )->dict:
+    "Each fold model's class probabilities of each image: {'fold<k>': DataFrame indexed by file stem, one column per class}."
+    dl, idx = ensemble_dl(paths, ens.img_size, ens.stats, device=ens.device), [Path(x).stem for x in paths]
+    p = torch.cat([torch.stack([m(b[0]).softmax(1) for m in ens.models], 1).cpu() for b in dl]).numpy()   # (n, models, classes)
+    return {f"fold{c['fold']}": pd.DataFrame(p[:, i], columns=ens.classes, index=idx) for i, c in enumerate(ens.cfgs)}
+
+def member_flags(d:pd.DataFrame, # rows with `y` and one p(mel) column per predictor, `pm <name>` ('pm ensemble', 'pm fold0', ...)
+                 t_mel:float # the fixed melanoma cut-off
+                )->dict:
+    "Sensitivity and specificity of p(mel) >= t_mel per predictor, and the ensemble's minus the mean of the fold models'."
+    is_mel, out = d.y.to_numpy() == CLASSES.index('mel'), {}
+    names = [c[3:] for c in d.columns if c.startswith('pm ')]
+    for n in names:
+        f = d[f'pm {n}'].to_numpy() >= t_mel
+        out[f'{n}: sensitivity'], out[f'{n}: specificity'] = f[is_mel].mean(), (~f[~is_mel]).mean()
+    for s in ('sensitivity', 'specificity'):
+        out[f'ensemble - mean fold model: {s}'] = out[f'ensemble: {s}'] - np.mean([out[f'{n}: {s}'] for n in names if n != 'ensemble'])
+    return out
 
 # %% ../nbs/09_locked_test.ipynb #k9dr0002
 def locked_decisions(d:pd.DataFrame, # the test table (`locked_frame`)

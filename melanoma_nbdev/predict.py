@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 from .data import CLASSES, DataError, check_image, read_rgb, find_data, _rows
 from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
 from .gradcam import target_layer, overlay, _save_state, _restore_state
-from .error_analysis import per_class_table, ece, lesion_bootstrap, risk_levels, risk_metrics, RISK_LEVELS, RISK_SENSITIVITY
+from .error_analysis import per_class_table, ece, lesion_bootstrap, risk_levels, risk_metrics, check_rule_unit, RISK_LEVELS, RISK_SENSITIVITY, RISK_UNIT
 from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256, has_models, REFERENCE, reduced
 
 # %% auto #0
@@ -57,7 +57,7 @@ def risk_rule(rule:dict|None # see `risk_level`
                              "no unevaluated default is used. Fix: execute chapter 06 for this run.")
     s = rule.get('target_sensitivity', {})
     return (f"Risk: High (melanoma suspected) if p(mel) >= {rule['t_mel']:.4f}, whatever the top class; else Moderate (bcc/akiec suspected) if p(bcc) + p(akiec) >= {rule['t_ka']:.4f}; "
-            f"else Not flagged, which does not exclude melanoma. Cut-offs chosen on the run's out-of-fold lesions for sensitivity {s.get('mel', float('nan')):.2f} (melanoma) and {s.get('ka', float('nan')):.2f} (bcc/akiec).")
+            f"else Not flagged, which does not exclude melanoma. Cut-offs chosen on the run's out-of-fold images for sensitivity {s.get('mel', float('nan')):.2f} (melanoma) and {s.get('ka', float('nan')):.2f} (bcc/akiec).")
 
 # %% ../nbs/08_predict.ipynb #f7634c06
 class CommandError(ValueError):
@@ -96,12 +96,14 @@ def _main_name(run:Path)->str|None:
 # %% ../nbs/08_predict.ipynb #365b4a7a
 def load_risk_rule(run:Path|str # a run folder (`run_of` of a configuration folder)
                   )->dict|None:
-    "The run's risk rule (`RISK_RULE_FILE`: cut-offs `t_mel`, `t_ka`, checked), its path in `file`; None if the run has none; a `CommandError` if it is broken."
+    "The run's risk rule (`RISK_RULE_FILE`: cut-offs `t_mel`, `t_ka`, checked), its path in `file`; None if the run has none; a `CommandError` if it is broken or chosen on another unit than images."
     fn = Path(run)/RISK_RULE_FILE
     if not fn.is_file(): return None
     rule = _read_json(fn)
     ok = all(isinstance(rule.get(k), (int, float)) and 0 <= rule[k] <= 1 for k in ('t_mel', 't_ka')) and rule.get('levels') == list(RISK_LEVELS)
     if not ok: raise CommandError(f"{fn}: not a risk rule of this version (needs t_mel and t_ka in [0, 1] and the levels {list(RISK_LEVELS)}). Fix: execute chapter 06 for this run again, or delete the file (no risk level is then given).")
+    try: check_rule_unit(rule, RISK_UNIT, str(fn))
+    except ValueError as e: raise CommandError(str(e)) from None
     return dict(rule, file=str(fn))
 
 # %% ../nbs/08_predict.ipynb #c1a0e0a1
@@ -746,7 +748,7 @@ def summary_md(res:dict # the content of metrics.json
              f"Models: {mod['arch']}, folds {mod['folds']}, {mod['img_size']} px, weights: {mod['weights']}; run profile {mod['trained_profile'] or 'unknown'} ({mod['folder']}).",
              f"Data: {m['n']} labelled images in {d['folder']} ({d['n_unlabelled']} unlabelled images ignored), labels {d['labels']} (`{d['task']}`, sha256 {d['labels_sha256'][:12]}).",
              f"Run: {res['date_utc']}, git {res['git_commit']}, {res['hardware']['cpu']}, GPU: {res['hardware']['gpu']}.", '',
-             (f"Risk rule (fixed on the run's HAM10000 out-of-fold lesions, never on these images): High if p(mel) >= {res['risk_rule']['t_mel']:.4f}, else Moderate if p(bcc) + p(akiec) >= {res['risk_rule']['t_ka']:.4f}, else Not flagged; "
+             (f"Risk rule (fixed on the run's HAM10000 out-of-fold images, never on these images; per image only): High if p(mel) >= {res['risk_rule']['t_mel']:.4f}, else Moderate if p(bcc) + p(akiec) >= {res['risk_rule']['t_ka']:.4f}, else Not flagged; "
               "its metrics are the `rule ...` rows (mel: High for melanoma; ka: the bcc/akiec flag; any: either flag for mel/bcc/akiec; ppv/nne_clinic at an assumed clinic prevalence)." if res.get('risk_rule') else
               'Risk rule: none (the run has no results/risk_rule.json), so no `rule ...` metrics.'), '',
              (f"95% CIs: percentile bootstrap over {b['n_units']} {b['level']}s ({b['n_resamples']} resamples{', all images of a lesion together' if b['level'] == 'lesion' else '; no lesion_id given, so images of one lesion count as independent'})." if b else 'No bootstrap CIs (--n-boot 0).'), '',
@@ -797,7 +799,7 @@ def run_evaluate(folder:Path|str, # the image folder
         warnings.simplefilter('ignore')
         m, per_class, probs = evaluate(ens, lab, bs=o['bs'], progress=progress, rule=rule)
     boot = bootstrap_cis(lab, probs, ens.classes, o['n_boot'], rule=rule) if o['n_boot'] else None
-    lesion_m = image_metrics(*lesion_means(lab, probs), ens.classes, table=False, rule=rule)[0] if 'lesion_id' in lab.columns else None
+    lesion_m = image_metrics(*lesion_means(lab, probs), ens.classes, table=False)[0] if 'lesion_id' in lab.columns else None   # no rule metrics: cut-offs chosen on images
     res = dict(notice=DISCLAIMER, warnings=warns, risk_rule=None if rule is None else {k: rule.get(k) for k in ('t_mel', 't_ka', 'levels', 'target_sensitivity', 'clinic_prevalence_assumed', 'chosen_on', 'file')},
                metrics=m, bootstrap=boot, lesion_metrics=lesion_m, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')),
                models=_model_info(mf, ens), training_overlap=overlap,

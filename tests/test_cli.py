@@ -73,7 +73,7 @@ def test_predict_applies_the_runs_risk_rule(trained, tmp_path):
     imgs, fn = df.path.iloc[:4].tolist(), run/RISK_RULE_FILE
     probs = ensemble_predict(FoldEnsemble(run/'kfold'/'tf_efficientnet_lite0_ce'), imgs)[CLASSES].to_numpy()
     pm = probs[:, CLASSES.index('mel')]
-    rule = dict(t_mel=float(np.median(pm)), t_ka=0.0, levels=list(RISK_LEVELS), target_sensitivity=dict(RISK_SENSITIVITY))   # half High, the rest Moderate
+    rule = dict(t_mel=float(np.median(pm)), t_ka=0.0, levels=list(RISK_LEVELS), target_sensitivity=dict(RISK_SENSITIVITY), unit='image')   # half High, the rest Moderate
     save_json(rule, fn)
     try:
         r = cli('melanoma-predict', *imgs, '--run', run, '--out', tmp_path/'pred')
@@ -83,6 +83,10 @@ def test_predict_applies_the_runs_risk_rule(trained, tmp_path):
         pred = pd.read_csv(tmp_path/'pred'/'predictions.csv')
         assert pred.risk.tolist() == [RISK_LEVELS[0] if p >= rule['t_mel'] else RISK_LEVELS[1] for p in pm]
         assert all(line.endswith(f'| risk {lv}') for line, lv in zip(lines[3:7], pred.risk))
+        save_json(dict(rule, unit='lesion (mean plain probabilities of its images)'), fn)   # an earlier run's rule, chosen on lesion means
+        r = cli('melanoma-predict', *imgs, '--run', run, '--out', tmp_path/'pred_les')
+        assert r.returncode != 0 and "chosen on unit 'lesion" in r.stderr and str(fn) in r.stderr and 'Traceback' not in r.stderr, r.stderr
+        assert not (tmp_path/'pred_les').exists(), 'refused before anything is written'
     finally: fn.unlink()
 
 
