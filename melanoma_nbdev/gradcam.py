@@ -22,8 +22,8 @@ from .profiles import atomic_write
 
 # %% auto #0
 __all__ = ['INDEX_COLUMNS', 'target_layer', 'gradcam', 'overlay', 'save_overlay', 'randomised', 'rank_corr', 'map_similarity',
-           'cascade_layers', 'cascading_randomisation', 'randomisation_verdict', 'plot_cascade', 'pick_cases',
-           'fold_model', 'case_heatmaps', 'export_gallery', 'plot_gallery']
+           'cascade_layers', 'cascading_randomisation', 'randomisation_verdict', 'plot_cascade', 'stage_verdicts',
+           'permuted_labels', 'pick_cases', 'fold_model', 'case_heatmaps', 'export_gallery', 'plot_gallery']
 
 # %% ../nbs/07_gradcam.ipynb #2dc91e8e
 def target_layer(model:nn.Module # a `Classifier` (its `body` a headless timm model), or a bare body
@@ -169,6 +169,23 @@ def plot_cascade(tab:pd.DataFrame, # `cascading_randomisation`'s table (several 
             axs[0, j].set_title('trained' if s == 0 else f"to {steps.name[s].replace('body.', '')}", fontsize=8)
         axs[0, 0].set_ylabel('image 1', fontsize=8)
     return fig
+
+# %% ../nbs/07_gradcam.ipynb #9a25efce
+def stage_verdicts(tab:pd.DataFrame, # `cascading_randomisation`'s table (one row per step)
+                   mark:float=0.5, # see `randomisation_verdict`
+                   min_share:float=0.25 # see `randomisation_verdict`
+                  )->pd.DataFrame:
+    "`tab` with each step's own verdict and `first_below`: True at the first step whose maps no longer resemble the trained ones."
+    v = [randomisation_verdict(r, mark, min_share) for r in tab.to_dict('records')]
+    return tab.assign(verdict=v, first_below=np.arange(len(v)) == (v.index('PASS') if 'PASS' in v else -1))
+
+def permuted_labels(df:pd.DataFrame, # images with `lesion_id` and `dx`
+                    seed:int=0 # seed of the permutation
+                   )->pd.DataFrame:
+    "`df` with the diagnoses permuted across lesions (one label per lesion, class counts over lesions unchanged): the data randomisation test's labels."
+    les = df.drop_duplicates('lesion_id')
+    new = dict(zip(les.lesion_id, np.random.default_rng(seed).permutation(les.dx.astype(str).to_numpy())))
+    return df.assign(dx=df.lesion_id.map(new))
 
 # %% ../nbs/07_gradcam.ipynb #4df04c0b
 def pick_cases(oof:pd.DataFrame, # OOF predictions: `y`, `dx`, `fold` and `p_<class>` columns (chapter 05)
