@@ -21,11 +21,11 @@ __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PRO
            'results_first', 'unlink', 'smoke_banner', 'data_note', 'chapter_record', 'run_note', 'clean_nb',
            'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image',
            'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows', 'md_table', 'references', 'citations',
-           'unresolved', 'machines', 'front_page', 'callouts_typst', 'report_markdown', 'render_pdf',
-           'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme', 'read_provenance',
-           'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report', 'pdf_chapters', 'render_run',
-           'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder', 'melanoma_report',
-           'melanoma_publish']
+           'unresolved', 'machines', 'commits', 'commit_text', 'front_page', 'callouts_typst', 'report_markdown',
+           'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme',
+           'read_provenance', 'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report',
+           'pdf_chapters', 'render_run', 'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder',
+           'melanoma_report', 'melanoma_publish']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -685,6 +685,19 @@ def machines(prov:dict # a run's provenance
     for n in prov.get('notebooks', []): out.setdefault(chapter_record(prov, n['notebook'])['machine'], []).append(n['notebook'][:2])
     return list(out.items())
 
+def commits(prov:dict # a run's provenance
+           )->list:
+    "(git commit, [chapter numbers]) of a run, in the order first used: the code each chapter ran (`chapter_record`); a resumed run can have several."
+    out = {}
+    for n in prov.get('notebooks', []): out.setdefault(str(chapter_record(prov, n['notebook'])['git_commit'])[:12], []).append(n['notebook'][:2])
+    return list(out.items())
+
+def commit_text(prov:dict # a run's provenance
+               )->str:
+    "The run's commit, or each commit with the chapters that ran on it."
+    cs = commits(prov) or [(str(prov.get('git_commit'))[:12], [])]
+    return f"`{cs[0][0]}`" if len(cs) == 1 else '; '.join(f"`{c}` (chapters {', '.join(ch)})" for c, ch in cs)
+
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None, # from `machine_paths`
@@ -706,7 +719,7 @@ def front_page(run:Path, # the run folder
            'so are the appendices (90 run profiles and provenance, 91 the report pipeline, 92 the GPU path, 93 the web page), which the PDF leaves out.',
            '## This run',
            md_table(['', ''], [('status', status), ('profile', f"`{prov.get('profile')}`: " + ', '.join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())),
-                               ('git commit', f"`{prov.get('git_commit')}`"), ('date (UTC)', prov.get('date_utc', '')),
+                               ('git commit', commit_text(prov)), ('date (UTC)', prov.get('date_utc', '')),
                                ('hardware', '; '.join(f"{m} (chapters {', '.join(c)})" for m, c in machines(prov))),
                                ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds') or 0:.0f} s)" for n in prov.get('notebooks', []))
                                 + (f"; not in this run: {', '.join(missing)}" if missing else ''))], [1, 5]),
@@ -761,7 +774,7 @@ def _typst_header(prov):
     elif red := reduced(prov): t.append(warn(f'*REDUCED RUN* #{json.dumps("(" + ", ".join(red) + "): model numbers in this report are not results.")}'))
     else:
         on = ' + '.join(dict.fromkeys('CPU' if m.startswith('no GPU') else m.split(' GPU,')[0] + ' GPU' for m, _ in machines(prov)))
-        line = f"Every number: the {prov.get('profile')} run of {str(prov.get('date_utc', ''))[:10]}, profile {prov.get('profile')}, commit {prov.get('git_commit')}, run on {on or 'CPU'}" + ('; a GPU full run will replace it' if prov.get('profile') in PROFILE_ROLE else '')
+        line = f"Every number: the {prov.get('profile')} run of {str(prov.get('date_utc', ''))[:10]}, profile {prov.get('profile')}, commit {commit_text(prov).replace('`', '')}, run on {on or 'CPU'}" + ('; a GPU full run will replace it' if prov.get('profile') in PROFILE_ROLE else '')
         t.append(f'#set page(header: align(center, text(size: 7.5pt, fill: rgb("#555555"), {json.dumps(line)})))')
     return '\n'.join(t)
 
@@ -786,7 +799,7 @@ def report_markdown(book:Path, # the staging folder
     import yaml
     d = book/'_pdf'; d.mkdir(parents=True, exist_ok=True)  # Quarto skips folders starting with '_'
     sub = ('SMOKE RUN: model numbers are not results. ' if prov.get('smoke') else 'REDUCED RUN: model numbers are not results. ' if reduced(prov) else
-           f"{PROFILE_ROLE[prov['profile']][0].upper()}{PROFILE_ROLE[prov['profile']][1:]}. " if prov.get('profile') in PROFILE_ROLE else '') + f"Profile {prov.get('profile')}, commit {prov.get('git_commit')}, {prov.get('date_utc', '')[:10]}"
+           f"{PROFILE_ROLE[prov['profile']][0].upper()}{PROFILE_ROLE[prov['profile']][1:]}. " if prov.get('profile') in PROFILE_ROLE else '') + f"Profile {prov.get('profile')}, commit {commit_text(prov).replace('`', '')}, {prov.get('date_utc', '')[:10]}"
     meta = dict(title=title, subtitle=sub, author='melanoma_nbdev', papersize='a4', fontsize='9.5pt', margin=dict(x='2cm', y='2.2cm'), **{'page-numbering': '1'})
     head = 'header-includes: |\n' + ''.join(f'  {l}\n' for l in fence(_typst_header(prov), '{=typst}').splitlines())
     body = '\n\n'.join(nb_markdown(book/n, d/'media', code=False) for n in notebooks)
