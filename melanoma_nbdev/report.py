@@ -678,19 +678,21 @@ def unresolved(text:str, # prose with citations
     return [c for c in dict.fromkeys(citations(text)) if not any(r.startswith(c[0] + ' ') and f'({c[1]})' in r for r in refs)]
 
 # %% ../nbs/91_report.ipynb #f7afd3ec
+def _chapters_by(prov:dict, key)->list:
+    "(key(chapter_record), [chapter numbers]) of a run's chapters, in the order first used."
+    out = {}
+    for n in prov.get('notebooks', []): out.setdefault(key(chapter_record(prov, n['notebook'])), []).append(n['notebook'][:2])
+    return list(out.items())
+
 def machines(prov:dict # a run's provenance
             )->list:
     "(machine, [chapter numbers]) of a run, in the order first used: where each chapter ran (`chapter_record`)."
-    out = {}
-    for n in prov.get('notebooks', []): out.setdefault(chapter_record(prov, n['notebook'])['machine'], []).append(n['notebook'][:2])
-    return list(out.items())
+    return _chapters_by(prov, lambda r: r['machine'])
 
 def commits(prov:dict # a run's provenance
            )->list:
     "(git commit, [chapter numbers]) of a run, in the order first used: the code each chapter ran (`chapter_record`); a resumed run can have several."
-    out = {}
-    for n in prov.get('notebooks', []): out.setdefault(str(chapter_record(prov, n['notebook'])['git_commit'])[:12], []).append(n['notebook'][:2])
-    return list(out.items())
+    return _chapters_by(prov, lambda r: str(r['git_commit'])[:12])
 
 def commit_text(prov:dict # a run's provenance
                )->str:
