@@ -12,7 +12,7 @@ import numpy as np, pandas as pd, torch, cv2
 import matplotlib.pyplot as plt
 from torch import nn
 from PIL import Image
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, bootstrap
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -21,9 +21,10 @@ from .kfold import FoldEnsemble, ensemble_dl
 from .profiles import atomic_write
 
 # %% auto #0
-__all__ = ['INDEX_COLUMNS', 'target_layer', 'gradcam', 'overlay', 'save_overlay', 'randomised', 'rank_corr', 'map_similarity',
-           'cascade_layers', 'cascading_randomisation', 'randomisation_verdict', 'plot_cascade', 'stage_verdicts',
-           'permuted_labels', 'pick_cases', 'fold_model', 'case_heatmaps', 'export_gallery', 'plot_gallery']
+__all__ = ['INDEX_COLUMNS', 'target_layer', 'gradcam', 'overlay', 'save_overlay', 'randomised', 'rank_corr', 'rho_summary',
+           'map_similarity', 'pooled_similarity', 'cascade_layers', 'cascading_randomisation', 'randomisation_verdict',
+           'plot_cascade', 'stage_verdicts', 'permuted_labels', 'pick_cases', 'fold_model', 'case_heatmaps',
+           'export_gallery', 'plot_gallery']
 
 # %% ../nbs/07_gradcam.ipynb #2dc91e8e
 def target_layer(model:nn.Module # a `Classifier` (its `body` a headless timm model), or a bare body
@@ -94,13 +95,32 @@ def rank_corr(a:np.ndarray, # heatmaps (n, h, w)
         rho = np.array([spearmanr(p.ravel(), q.ravel())[0] for p, q in zip(a, b)], dtype=float)
     return np.where(_constant(a) | _constant(b), np.nan, rho)
 
+def rho_summary(rho:np.ndarray, # one correlation per image, NaN where a map is constant
+                n_boot:int=1000, # bootstrap redraws of the images
+                seed:int=0 # seed of the redraws
+               )->dict:
+    "Mean and median of the finite correlations, and the percentile bootstrap 95% CI of the mean over images (scipy)."
+    r = np.asarray(rho, float); r = r[np.isfinite(r)]
+    ci = bootstrap((r,), np.mean, n_resamples=n_boot, method='percentile', random_state=seed).confidence_interval if len(np.unique(r)) > 1 else (np.nan, np.nan)
+    return dict(n_compared=len(r), mean_rho=float(r.mean()) if len(r) else np.nan, mean_lo=float(ci[0]), mean_hi=float(ci[1]),
+                median_rho=float(np.median(r)) if len(r) else np.nan)
+
 def map_similarity(a:np.ndarray, # heatmaps of the trained model (n, h, w)
-                   b:np.ndarray # heatmaps of the same images by another (e.g. randomised) model
+                   b:np.ndarray, # heatmaps of the same images by another (e.g. randomised) model
+                   n_boot:int=1000, # bootstrap redraws of the images for the mean's CI
+                   seed:int=0 # seed of the redraws
                   )->dict:
-    "Mean and median Spearman correlation over the pairs where both maps vary, with the constant maps of each side counted apart."
-    rho = rank_corr(a, b); ok = np.isfinite(rho)
-    return dict(n=len(rho), n_compared=int(ok.sum()), constant_a=int(_constant(a).sum()), constant_b=int(_constant(b).sum()),
-                mean_rho=float(rho[ok].mean()) if ok.any() else np.nan, median_rho=float(np.median(rho[ok])) if ok.any() else np.nan)
+    "`rho_summary` of the pairs where both maps vary, with the constant maps of each side counted apart and every image's correlation (`rho`)."
+    rho = rank_corr(a, b)
+    return dict(n=len(rho), constant_a=int(_constant(a).sum()), constant_b=int(_constant(b).sum()), **rho_summary(rho, n_boot, seed), rho=rho.tolist())
+
+def pooled_similarity(rows:pd.DataFrame, # `map_similarity` rows of several models (e.g. one cascade step of every fold model)
+                      n_boot:int=1000, # bootstrap redraws of the pooled images
+                      seed:int=0 # seed of the redraws
+                     )->dict:
+    "The rows' images pooled: counts summed, `rho_summary` of all their correlations together."
+    rho = np.concatenate([np.asarray(r, float) for r in rows.rho])
+    return dict(n=int(rows.n.sum()), constant_a=int(rows.constant_a.sum()), constant_b=int(rows.constant_b.sum()), **rho_summary(rho, n_boot, seed), rho=rho.tolist())
 
 # %% ../nbs/07_gradcam.ipynb #38f23c1c
 def cascade_layers(model:nn.Module # a `Classifier` (head and body) or a bare body
@@ -135,9 +155,10 @@ def randomisation_verdict(last:dict, # `map_similarity` after the last step (eve
                           mark:float=0.5, # the mean correlation must be below this
                           min_share:float=0.25 # the share of images with two non-constant maps needed to judge
                          )->str:
-    "'PASS' (mean correlation below `mark`), 'FAIL', or 'NOT ASSESSABLE' (too few pairs of non-constant maps)."
+    "'PASS' (the mean correlation, and its CI's upper end where given, below `mark`), 'FAIL', or 'NOT ASSESSABLE' (too few pairs of non-constant maps)."
     if last['n_compared'] < max(1, min_share * last['n']): return 'NOT ASSESSABLE'
-    return 'PASS' if last['mean_rho'] < mark else 'FAIL'
+    hi = last.get('mean_hi', np.nan)
+    return 'PASS' if last['mean_rho'] < mark and not hi >= mark else 'FAIL'
 
 # %% ../nbs/07_gradcam.ipynb #7d548eec
 def plot_cascade(tab:pd.DataFrame, # `cascading_randomisation`'s table (several models: concatenated, with a `model` column)
@@ -145,18 +166,18 @@ def plot_cascade(tab:pd.DataFrame, # `cascading_randomisation`'s table (several 
                  mark:float=0.5, # the pass mark drawn
                  title:str='' # the figure's title
                 ):
-    "Mean and median rank correlation with the trained maps per cascade step (constant maps counted apart), and example maps per step."
-    steps = tab.groupby('step', sort=True).agg(name=('randomised_down_to', 'first'), mean=('mean_rho', 'mean'), median=('median_rho', 'median'),
-                                                constant=('constant_b', 'sum'), n=('n', 'sum'))
+    "Mean (with its 95% CI) and median rank correlation with the trained maps per cascade step, the models' images pooled (constant maps counted apart), and example maps per step."
+    steps = pd.DataFrame([dict(step=s, name=g.randomised_down_to.iloc[0], **pooled_similarity(g)) for s, g in tab.groupby('step', sort=True)]).set_index('step')
     k = 0 if maps is None else maps.shape[1]
     fig = plt.figure(figsize=(6.5, 3.4 + 1.1 * k), layout='constrained')
     sf = fig.subfigures(2, 1, height_ratios=[3.4, 1.1 * k]) if k else [fig]
     a = sf[0].subplots()
-    a.plot(steps.index, steps['mean'], 'o-', label='mean (non-constant pairs)'); a.plot(steps.index, steps['median'], 's--', label='median')
+    a.plot(steps.index, steps.mean_rho, 'o-', label='mean (non-constant pairs)'); a.plot(steps.index, steps.median_rho, 's--', label='median')
+    a.fill_between(steps.index, steps.mean_lo, steps.mean_hi, alpha=.25, label="mean's 95% CI (images)")
     a.axhline(mark, c='red', ls=':', label=f'pass mark {mark} (last step)'); a.axhline(0, c='grey', lw=.5)
     a.set_xticks(steps.index, [s.replace('body.', '') for s in steps.name], rotation=60, ha='right', fontsize=8)
     a.set(ylim=(-1.05, 1.05), xlabel='re-drawn from the top down to this layer (cumulative)', ylabel='Spearman correlation\nwith the trained maps (-1 to 1)')
-    b = a.twinx(); b.bar(steps.index, steps.constant / steps.n * 100, alpha=.2, color='grey', label='constant randomised maps (%)')
+    b = a.twinx(); b.bar(steps.index, steps.constant_b / steps.n * 100, alpha=.2, color='grey', label='constant randomised maps (%)')
     b.set(ylim=(0, 100), ylabel='constant maps (% of images)')
     h1, l1 = a.get_legend_handles_labels(); h2, l2 = b.get_legend_handles_labels()
     a.legend(h1 + h2, l1 + l2, fontsize=8, loc='lower left'); a.set_title(title, fontsize=9)

@@ -15,17 +15,17 @@ from .profiles import (project_root, load_profile, provenance, provenance_md, sa
 
 # %% auto #0
 __all__ = ['RUN_NAME', 'RESERVED', 'RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'TEXT_WIDTH_PT', 'REFERENCES',
-           'SOFTWARE', 'HEADLINE', 'FRONT_METRICS', 'CITE_RE', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'PUBLISHED', 'OPTIONAL',
-           'PUBLISH_MAX_MIB', 'RENDERED', 'numbered', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run',
-           'new_run_dir', 'execute', 'machine_paths', 'recorded_paths', 'scrub', 'is_test_cell', 'is_log',
-           'results_first', 'unlink', 'smoke_banner', 'data_note', 'chapter_record', 'run_note', 'clean_nb',
-           'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image',
-           'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'headline_rows', 'md_table', 'references', 'citations',
-           'unresolved', 'machines', 'commits', 'commit_text', 'front_page', 'callouts_typst', 'report_markdown',
-           'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site', 'readme_text', 'melanoma_readme',
-           'read_provenance', 'check_resume', 'check_data', 'point_latest', 'check_test_data', 'run_report',
-           'pdf_chapters', 'render_run', 'publishable', 'publish_run', 'check_published', 'parse_sets', 'run_folder',
-           'melanoma_report', 'melanoma_publish']
+           'SOFTWARE', 'HEADLINE', 'FRONT_METRICS', 'DECISION_KEYS', 'CITE_RE', 'SEARCH_NOTE', 'PDF_LEAVES_OUT',
+           'PUBLISHED', 'OPTIONAL', 'PUBLISH_MAX_MIB', 'RENDERED', 'numbered', 'RunError', 'RunInterrupted',
+           'check_run_name', 'lock_run', 'new_run_dir', 'execute', 'machine_paths', 'recorded_paths', 'scrub',
+           'is_test_cell', 'is_log', 'results_first', 'unlink', 'smoke_banner', 'data_note', 'chapter_record',
+           'run_note', 'clean_nb', 'process_nb', 'stage_book', 'fence', 'html_tables', 'fmt_num', 'fit_table',
+           'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'fixed_rule_rows',
+           'headline_rows', 'md_table', 'references', 'citations', 'unresolved', 'machines', 'commits', 'commit_text',
+           'front_page', 'callouts_typst', 'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site',
+           'render_site', 'readme_text', 'melanoma_readme', 'read_provenance', 'check_resume', 'check_data',
+           'point_latest', 'check_test_data', 'run_report', 'pdf_chapters', 'render_run', 'publishable', 'publish_run',
+           'check_published', 'parse_sets', 'run_folder', 'melanoma_report', 'melanoma_publish']
 
 # %% ../nbs/91_report.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -629,13 +629,27 @@ def _cell(r:dict)->str:
     f = lambda k: f'{float(r[k]):.3f}'
     return f('estimate') + (f" ({f('lo')} to {f('hi')})" if _num(r.get('lo')) and _num(r.get('hi')) else '')
 
+DECISION_KEYS = ('balanced_accuracy', 'accuracy')  # what a decision rule changes (chapter 06); AUCs and melanoma thresholds use the plain probabilities
+
+def _read(f:Path)->dict:
+    try: return json.loads(Path(f).read_text())
+    except (OSError, ValueError): return {}
+
+def fixed_rule_rows(results:Path, # a run's results folder
+                    columns:list # the headline table's evaluation columns, as `headline_rows` names them
+                   )->list:
+    "Balanced accuracy and accuracy under the decision rule chapter 06 fixed (when it is not the plain top class), one cell per column."
+    dr = _read(Path(results)/'decision_rule.json')
+    if not dr.get('fixed_rule_metrics') or dr.get('rule') == 'top class': return []
+    cells = {f'HAM10000 out-of-fold, {lvl} level': {r['metric']: _cell(r) for r in recs} for lvl, recs in dr['fixed_rule_metrics'].items()}
+    cells['ISIC 2018 locked test, image level'] = {r['level_1']: _cell(r) for r in _read(Path(results)/'locked_test.json').get('decision_rule', {}).get('metrics', []) if r.get('fixed')}
+    return [[f"{FRONT_METRICS[k]}, fixed rule ({dr['rule']})"] + [cells.get(c, {}).get(k, '') for c in columns] for k in DECISION_KEYS]
+
 def headline_rows(results:Path # a run's results folder
                  )->tuple:
     "(header, rows): the front page's metrics, one column per evaluation that exists (estimate and 95% CI)."
     R, cols = Path(results), {}
-    def load(n):
-        try: return json.loads((R/n).read_text())
-        except (OSError, ValueError): return None
+    load = lambda n: _read(R/n)
     if (ea := load('error_analysis.json')) and isinstance(ea.get('headline'), dict):
         for lvl in ('lesion', 'image'): cols[f'HAM10000 out-of-fold, {lvl} level'] = {r['metric']: _cell(r) for r in ea['headline'].get(lvl, [])}
     elif (km := load('kfold_metrics.json')):
@@ -643,8 +657,9 @@ def headline_rows(results:Path # a run's results folder
         cols['HAM10000 out-of-fold (no intervals)'] = {k: f'{float(r[k]):.3f}' for k in HEADLINE if _num(r.get(k))}
     if (lt := load('locked_test.json')) and isinstance(lt.get('headline'), list):
         cols['ISIC 2018 locked test, image level'] = {r['metric']: _cell(r) for r in lt['headline']}
-    names = dict.fromkeys(FRONT_METRICS.values())
-    rows = [[n] + [next((v[k] for k, m in FRONT_METRICS.items() if m == n and k in v), '') for v in cols.values()] for n in names]
+    fixed, ruled = fixed_rule_rows(R, list(cols)), [FRONT_METRICS[k] for k in DECISION_KEYS]
+    label = lambda n: n + (', top class' if fixed and n in ruled else '')  # the fixed rule's rows lead; the plain top class follows, named as such
+    rows = fixed + [[label(n)] + [next((v[k] for k, m in FRONT_METRICS.items() if m == n and k in v), '') for v in cols.values()] for n in dict.fromkeys(FRONT_METRICS.values())]
     rows += [[k.replace('_', ' ')] + [v.get(k, '') for v in cols.values()] for k in HEADLINE if k not in FRONT_METRICS and any(k in v for v in cols.values())]
     return ['metric', *cols], [r for r in rows if any(r[1:])]
 
@@ -733,7 +748,9 @@ def front_page(run:Path, # the run folder
         out.append('Estimates with 95% percentile-bootstrap intervals. Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5); '
                    'lesion level averages the probabilities of a lesion\'s images and resamples lesions (chapter 6), image level resamples images. '
                    'The 80%-specificity threshold is chosen on other folds than the one it is applied to (chapter 6), and for the locked test set '
-                   'on all HAM10000 out-of-fold predictions, never on the test images; the test set has no lesion identifiers (chapter 9).')
+                   'on all HAM10000 out-of-fold predictions, never on the test images; the test set has no lesion identifiers (chapter 9).'
+                   + (f" Balanced accuracy and accuracy are given first for the decision rule fixed on HAM10000 in chapter 6 (**{rule}**), then for the plain top class; "
+                      'the AUCs and the melanoma thresholds use the plain probabilities, which no decision rule changes.' if (rule := _read(run/'results'/'decision_rule.json').get('rule')) and rule != 'top class' else ''))
     else: out.append('This run has no model results (no `kfold_metrics.json`, `error_analysis.json` or `locked_test.json` in its results folder).')
     figs = sorted((run/'results'/'figures').glob('*.png'))
     if figs:
@@ -762,7 +779,7 @@ def front_page(run:Path, # the run folder
             '## Disclaimer', '**Research software, not a diagnostic device.** Nothing in this report is medical advice; its models must not be used to decide about any patient.',
             '## How to cite',
             'Cite the data as: Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. '
-            '*Scientific Data* 5, 180161. Cite this report as: melanoma_nbdev, ' + f"commit `{prov.get('git_commit')}`, run of {prov.get('date_utc', '')[:10]} (profile `{prov.get('profile')}`).",
+            '*Scientific Data* 5, 180161. Cite this report as: melanoma_nbdev, ' + f"commit {commit_text(prov)}, run of {prov.get('date_utc', '')[:10]} (profile `{prov.get('profile')}`).",
             '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(references(prov.get('packages')), 1))]
     return scrub('\n\n'.join(out), paths or [])
 
