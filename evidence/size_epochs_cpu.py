@@ -7,6 +7,8 @@ profile. Writes evidence/size_epochs_cpu.json with the table, the training times
 
     cd <project> && OMP_NUM_THREADS=2 .venv/bin/python evidence/size_epochs_cpu.py [out_folder]
 
+SIZE_EPOCHS_CONFIGS=128px_5ep,128px_8ep limits the run to those configurations (the json then holds only them).
+
 A kept out_folder resumes finished configurations; a fold folder of the profile's own configuration (chapter 05's
 `kfold/inner/tf_efficientnet_lite0_ce/fold0` of a cpu run) copied to <out>/128px_5ep/fold0 is read back, not trained.
 Its numbers are a selection experiment on the inner split, not results of the report.
@@ -21,6 +23,8 @@ from melanoma_nbdev.architectures import paired_vs, fold_metrics
 
 CONFIGS = {'128px_5ep': dict(img_size=128, epochs=5), '128px_8ep': dict(img_size=128, epochs=8), '160px_5ep': dict(img_size=160, epochs=5)}
 REF = '128px_5ep'  # the profile's own values
+if os.environ.get('SIZE_EPOCHS_CONFIGS'):  # a subset, e.g. SIZE_EPOCHS_CONFIGS=128px_5ep,128px_8ep (the reference is always kept)
+    CONFIGS = {k: v for k, v in CONFIGS.items() if k == REF or k in os.environ['SIZE_EPOCHS_CONFIGS'].split(',')}
 out = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get('SIZE_EPOCHS_OUT') or tempfile.mkdtemp(prefix='size_epochs_'))
 P0 = load_profile('cpu')
 t0 = time.time()
