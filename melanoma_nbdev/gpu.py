@@ -20,143 +20,13 @@ with warnings.catch_warnings():  # torch 2.14 warns, on import, that fastai uses
     from fastai.torch_core import TensorImage
 from .data import TASKS, label_view, read_rgb
 from .profiles import load_profile, resolve_device, save_json, atomic_write, ProfileError
+from .loaders import squish, resize_all, device_images, clear_cache, IndexedImages, DeviceDL, ChannelsLast, tensor_path, tensor_dls
 
 # %% auto #0
-__all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'CPU_BUDGETS', 'CPU_OTHER_S', 'MiB', 'SKIP', 'squish',
-           'resize_all', 'device_images', 'clear_cache', 'IndexedImages', 'DeviceDL', 'ChannelsLast', 'tensor_path',
-           'tensor_dls', 'GpuBusy', 'synthetic_dls', 'bare_step_rate', 'measure_throughput', 'step_jobs',
-           'predict_seconds', 'total_seconds', 'measure_rates', 'preflight', 'preflight_text', 'cpu_preflight',
-           'cpu_preflight_text', 'melanoma_benchmark', 'pack_run', 'merge_provenance', 'unpack_run', 'packed_exact',
-           'melanoma_pack']
-
-# %% ../nbs/92_gpu.ipynb #860e8f2e
-def squish(img, # an RGB uint8 array (H, W, 3) or an image file
-           size:int # square side in pixels
-          )->np.ndarray:
-    "`img` squished to (size, size, 3) exactly as fastai's `Resize(size, method='squish')` does on a PIL image (PIL bilinear)."
-    im = Image.fromarray(img) if isinstance(img, np.ndarray) else Image.open(img).convert('RGB')
-    return np.asarray(im.resize((size, size), Image.BILINEAR))
-
-def resize_all(paths:list, # image files
-               size:int, # square side in pixels
-               images:dict|None=None, # decoded images (`decode_images`) keyed by path; default: read the files
-               n_workers:int|None=None # threads (default: CPU count)
-              )->torch.Tensor:
-    "Every image squished to `size`, as one uint8 tensor (N, 3, size, size) in the order of `paths`."
-    one = lambda p: squish(images[p] if images is not None and p in images else read_rgb(p), size)  # a path the decoded images lack is read from its file
-    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    def put(ip): i, p = ip; out[i] = torch.from_numpy(one(p)).permute(2, 0, 1)
-    with ThreadPoolExecutor(n_workers or os.cpu_count()) as ex: list(ex.map(put, enumerate(map(str, paths))))
-    return out
-
-# %% ../nbs/92_gpu.ipynb #7c5ebc79
-_CACHE = {}
-
-def device_images(paths:list, # image files
-                  size:int, # square side in pixels
-                  device:str, # torch device to keep the tensor on
-                  images:dict|None=None # decoded images (`decode_images`), default: read the files
-                 )->tuple:
-    "(uint8 tensor of all images on `device`, {path: row}); built once per size and device, reused while it holds every path asked for."
-    paths, key = list(dict.fromkeys(map(str, paths))), (size, str(torch.device(device)))
-    x, rows = _CACHE.get(key, (None, {}))
-    if x is None or any(p not in rows for p in paths):
-        keep = paths  # the paths asked for (an earlier tensor's other images may be in no `images` given now)
-        _CACHE.pop(key, None)  # free the old tensor before building the new one
-        x, rows = resize_all(keep, size, images).to(device), {p: i for i, p in enumerate(keep)}
-        _CACHE[key] = (x, rows)
-    return x, rows
-
-def clear_cache():
-    "Drop the cached image tensors (and free their device memory)."
-    _CACHE.clear()
-    if torch.cuda.is_available(): torch.cuda.empty_cache()
-
-# %% ../nbs/92_gpu.ipynb #6ffa6262
-class IndexedImages(torch.utils.data.Dataset):
-    "Rows of a device tensor of images: item i is the index i; the loader gathers whole batches on the device."
-    def __init__(self, x:torch.Tensor, # all images, uint8 (N, 3, S, S), on the device
-                 rows:torch.Tensor, # row of `x` of each item
-                 y:torch.Tensor, # class index of each item
-                 items:pd.DataFrame, # the table rows of the items, in item order
-                 vocab:list, # class names
-                 meta:torch.Tensor|None=None, # per-item metadata vectors (float), or None
-                 split_idx:int|None=None # 0: training items (augmented), 1: validation items
-                ):
-        from fastai.data.transforms import CategoryMap
-        dev = x.device
-        self.x, self.rows, self.y, self.items, self.meta = x, rows.to(dev), y.to(dev), items, None if meta is None else meta.to(dev)
-        self.vocab, self.split_idx = CategoryMap(list(vocab), sort=False), split_idx
-    def __len__(self): return len(self.rows)
-    def __getitem__(self, i): return i
-    def set_split_idx(self, i):
-        "Context manager: batch transforms act as on split `i` (0 train, augmented; 1 valid), as fastai's `Datasets` do."
-        from contextlib import contextmanager
-        @contextmanager
-        def cm():
-            old = self.split_idx; self.split_idx = i
-            try: yield self
-            finally: self.split_idx = old
-        return cm()
-    def batch(self, idx):
-        "The batch of items `idx` (a list, or an index tensor on the device): (images, [metadata,] labels), gathered on the device."
-        from fastai.torch_core import TensorImage, TensorCategory
-        i = torch.as_tensor(idx, device=self.rows.device)
-        xb = TensorImage(self.x[self.rows[i]])
-        return (xb, self.meta[i], TensorCategory(self.y[i])) if self.meta is not None else (xb, TensorCategory(self.y[i]))
-
-# %% ../nbs/92_gpu.ipynb #da8e8fe9
-class DeviceDL(TfmdDL):
-    "A fastai `TfmdDL` over `IndexedImages`: one gather per batch on the device, then the batch transforms there."
-    def create_item(self, s): return 0 if s is None else s
-    def do_batch(self, b): return self.dataset.batch(list(b))
-    def create_batches(self, samps):
-        idx = torch.as_tensor(list(samps), device=self.dataset.rows.device)  # one host-to-device copy per epoch, not one (synchronising) per batch
-        for k in range(0, len(idx), self.bs):
-            b = idx[k:k+self.bs]
-            if len(b) < self.bs and self.drop_last: break
-            yield self.dataset.batch(b)
-
-class ChannelsLast(Transform):
-    "Batch images in channels-last memory (what convolutions on a GPU want); values unchanged."
-    order = 100
-    def encodes(self, x:TensorImage): return x.contiguous(memory_format=torch.channels_last)
-
-# %% ../nbs/92_gpu.ipynb #64983ce1
-def tensor_path(device:str, # the loaders' torch device
-                tensor:bool|None=None # force the tensor path on (True) or off (False: fastai's PIL path); None: on, on every device
-               )->bool:
-    "Whether `get_dls` takes the tensor path: on every device unless turned off, so that no epoch decodes or resizes an image again."
-    return bool(tensor) if tensor is not None else True
-
-# %% ../nbs/92_gpu.ipynb #0475b7f5
-def tensor_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`
-               valid_fold:int, # the fold used for validation
-               task:str='dx', # 'dx' or 'melanoma'
-               img_size:int=224, # square side in pixels
-               bs:int=64, # batch size
-               batch_tfms=None, # fastai batch transforms (augmentation, normalisation), run on the device
-               seed:int=42, # seed of the shuffling
-               device:str='cuda', # torch device that holds the images and runs the transforms
-               images:dict|None=None, # decoded images (`decode_images`), default: read the files
-               meta:np.ndarray|None=None # (len(df), k) metadata vectors: batches become (image, metadata, label)
-              )->DataLoaders:
-    "fastai `DataLoaders` like `get_dls`'s, from one uint8 tensor of pre-squished images kept on `device`."
-    from fastai.vision.all import IntToFloatTensor, set_seed
-    if valid_fold not in set(df.fold): raise ValueError(f"valid_fold={valid_fold} is not a fold of this table (folds: {sorted(set(df.fold))}).")
-    x, rows = device_images(df.path, img_size, device, images)
-    d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold)
-    vocab = TASKS[task]
-    y, r = d.label.map({c: i for i, c in enumerate(vocab)}).to_numpy(), d.path.astype(str).map(rows).to_numpy()
-    m = None if meta is None else torch.as_tensor(np.asarray(meta, dtype=np.float32))
-    def ds(mask, split): return IndexedImages(x, torch.as_tensor(r[mask]), torch.as_tensor(y[mask]), d[mask], vocab, None if m is None else m[mask], split)
-    tfms = [IntToFloatTensor(), *(batch_tfms or [])] + ([ChannelsLast()] if torch.device(device).type == 'cuda' else [])
-    if torch.device(device).type == 'cuda': torch.backends.cudnn.benchmark = True  # fixed batch shapes: cuDNN picks its fastest kernels once
-    set_seed(seed)
-    va = d.is_valid.to_numpy()
-    dls = [DeviceDL(ds(~va, 0), bs=bs, shuffle=True, drop_last=True, num_workers=0, after_batch=tfms, device=device),
-           DeviceDL(ds(va, 1), bs=bs, shuffle=False, drop_last=False, num_workers=0, after_batch=tfms, device=device)]
-    return DataLoaders(*dls, device=device)
+__all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'CPU_BUDGETS', 'CPU_OTHER_S', 'MiB', 'SKIP', 'GpuBusy',
+           'synthetic_dls', 'bare_step_rate', 'measure_throughput', 'step_jobs', 'predict_seconds', 'total_seconds',
+           'measure_rates', 'preflight', 'preflight_text', 'cpu_preflight', 'cpu_preflight_text', 'melanoma_benchmark',
+           'pack_run', 'merge_provenance', 'unpack_run', 'packed_exact', 'melanoma_pack']
 
 # %% ../nbs/92_gpu.ipynb #2151a055
 class GpuBusy:
@@ -406,7 +276,7 @@ def melanoma_benchmark(profile:str='full', # run profile (settings.ini section)
                        out:str=None # also write the numbers to this JSON file
                       ):
     "Training and inference images/s of the profile's model on this machine and the GPU's busy share; with --step, the preflight of a GPU run step."
-    from melanoma_nbdev.report import parse_sets
+    from melanoma_nbdev.profiles import parse_sets
     try:
         P = load_profile(profile, **parse_sets([set] if isinstance(set, str) else set))
         want = device or P.device

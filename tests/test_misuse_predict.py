@@ -24,8 +24,8 @@ import melanoma_nbdev.predict as predict
 from melanoma_nbdev.augment import model_stats
 from melanoma_nbdev.data import CLASSES, read_rgb
 from melanoma_nbdev.models import Classifier, create_backbone
-from melanoma_nbdev.predict import (DISCLAIMER, FOLD_FIX, CommandError, check_inputs, load_ensemble, melanoma_evaluate,
-                                    melanoma_predict, model_folder, predict_images, run_evaluate, run_predict)
+from melanoma_nbdev.predict import check_inputs, melanoma_evaluate, melanoma_predict, run_evaluate, run_predict
+from melanoma_nbdev.scoring import DISCLAIMER, FOLD_FIX, CommandError, load_ensemble, model_folder, predict_images
 from melanoma_nbdev.profiles import save_json
 
 pytestmark = pytest.mark.usefixtures('clean_env')
