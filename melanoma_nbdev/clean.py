@@ -156,67 +156,92 @@ def _directive(src, key, value):
     lines = [l for l in src.splitlines() if not re.match(rf'#\|\s*{key}:', l)]
     return '\n'.join([f'#| {key}: {json.dumps(value)}', *lines])
 
+def _clean_outputs(c):
+    "Drop the logs of code cell `c` (all its outputs under `output: false`) and the smoke banner its outputs repeat."
+    from melanoma_nbdev.profiles import SMOKE_BANNER
+    hidden = re.search(r'^#\|\s*output:\s*false', c.source, re.M)  # outputs not shown: not numbered either
+    c.outputs = [] if hidden else [o for o in c.get('outputs', []) if not is_log(o)]
+    for o in c.outputs:
+        if o.output_type == 'stream': o.text = ''.join(l for l in o.text.splitlines(True) if not _LOG_LINE.search(l))
+        for k in ('text/markdown', 'text/plain', 'text/html'):
+            if k in o.get('data', {}): o.data[k] = ''.join(o.data[k]).replace(f'> {SMOKE_BANNER}\n\n', '')
+
+def _dropped(c)->bool:
+    "Whether code cell `c` leaves the reader's page whatever it shows: the parameters, `show_doc`."
+    tags = c.get('metadata', {}).get('tags', [])
+    return bool({'parameters', 'injected-parameters'} & set(tags) or re.search(r'^\s*show_doc\(', c.source, re.M))
+
+def _scrub_outputs(c, paths:list):
+    "Scrub machine paths from the outputs of code cell `c`, and unlink the API docs in them."
+    for o in c.outputs:
+        if o.output_type == 'stream': o.text = scrub(o.text, paths)
+        if o.output_type == 'error': o.traceback = [scrub(t, paths) for t in o.traceback]; o.evalue = scrub(o.evalue, paths)
+        for k in ('text/markdown', 'text/plain', 'text/html'):
+            if k in o.get('data', {}): o.data[k] = unlink(scrub(o.data[k], paths))
+
+def _number_outputs(c, num:str|None, fig:int, tab:int, head:str)->tuple:
+    "Caption the figures and tables of code cell `c` (numbered from `fig`, `tab` in chapter `num`, under section `head`) and fold its code; the new counts."
+    import yaml, nbformat
+    caps, outs = [], []
+    for o in c.outputs:
+        d = o.get('data', {})
+        if 'image/png' in d or 'image/jpeg' in d: fig += 1; caps.append(f"Figure {num or 0}.{fig}: {head}")
+        if '<table' in d.get('text/html', ''):
+            tab += 1
+            outs.append(nbformat.from_dict(dict(output_type='display_data', metadata={'report': 'caption'},
+                        data={'text/markdown': f"**Table {num or 0}.{tab}:** {head}", 'text/plain': ''})))
+        outs.append(o)
+    c.outputs = outs
+    own = re.search(r'^#\|\s*fig-cap:\s*(.+)$', c.source, re.M)
+    if own:
+        mine = yaml.safe_load(own[1]); mine = mine if isinstance(mine, list) else [mine]
+        caps = [f"{cap.split(':')[0]}: {m}" for cap, m in zip(caps, mine + [head]*len(caps))]
+    if caps: c.source = _directive(c.source, 'fig-cap', caps if len(caps) > 1 else caps[0])
+    if c.source.strip() and not re.search(r'^#\|\s*code-fold:', c.source, re.M): c.source = '#| code-fold: true\n' + c.source
+    return fig, tab
+
+def _title(c, fm:dict, num:str|None)->str:
+    "Number the front matter `fm` of cell `c` with the chapter's `num`; its title."
+    import yaml
+    fm.pop('output-file', None)
+    if num and fm.get('title'): fm['title'] = f"{num} {fm['title']}"
+    c.source = '---\n' + yaml.safe_dump(fm, allow_unicode=True, sort_keys=False) + '---\n'
+    return fm.get('title', '')
+
+def _note_cell(name:str, fm:dict, nn, num:str|None, prov:dict|None):
+    "The smoke banner, data note or run note that goes under a chapter's title, or None (appendices, no provenance)."
+    import nbformat
+    if not (prov and nn and nn[1] < '90'): return None
+    if prov.get('smoke'):
+        data = re.match(DATA_CHAPTERS, name) or fm.get('smoke') == 'data'
+        return nbformat.from_dict(dict(cell_type='markdown', source=(data_note if data else smoke_banner)(prov), metadata={'report': 'banner'}, id=f'smoke{num}'))
+    return nbformat.from_dict(dict(cell_type='markdown', source=run_note(prov, name), metadata={'report': 'run-note'}, id=f'run{num}'))
+
 def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
              name:str, # its file name, `NN_name.ipynb`
              paths:list, # from `machine_paths`
              prov:dict|None=None # the run's provenance (smoke banner)
             ):
     "Make `nb` reader-first in place: see above."
-    import yaml, nbformat
-    from melanoma_nbdev.profiles import SMOKE_BANNER
     nn = re.match(r'(\d\d)\w*_', name); num = str(int(nn[1])) if nn else None
     nb.cells = results_first(nb.cells)  # results before the method, then numbered in the order shown
     cells, fig, tab, head = [], 0, 0, ''
     for c in nb.cells:
         if c.cell_type == 'code':
-            tags = c.get('metadata', {}).get('tags', [])
-            if {'parameters', 'injected-parameters'} & set(tags) or re.search(r'^\s*show_doc\(', c.source, re.M): continue
-            hidden = re.search(r'^#\|\s*output:\s*false', c.source, re.M)  # outputs not shown: not numbered either
-            c.outputs = [] if hidden else [o for o in c.get('outputs', []) if not is_log(o)]
-            for o in c.outputs:
-                if o.output_type == 'stream': o.text = ''.join(l for l in o.text.splitlines(True) if not _LOG_LINE.search(l))
-                for k in ('text/markdown', 'text/plain', 'text/html'):
-                    if k in o.get('data', {}): o.data[k] = ''.join(o.data[k]).replace(f'> {SMOKE_BANNER}\n\n', '')
-            if is_test_cell(c.source, shows=bool(c.outputs)): continue
-            if not c.source.strip() and not c.outputs: continue
+            if _dropped(c): continue
+            _clean_outputs(c)
+            if is_test_cell(c.source, shows=bool(c.outputs)) or (not c.source.strip() and not c.outputs): continue
         fm = _front(c)
-        if fm is not None:
-            fm.pop('output-file', None)
-            if num and fm.get('title'): fm['title'] = f"{num} {fm['title']}"
-            head = fm.get('title', '')
-            c.source = '---\n' + yaml.safe_dump(fm, allow_unicode=True, sort_keys=False) + '---\n'
+        if fm is not None: head = _title(c, fm, num)
         c.source = scrub(c.source, paths)
         if c.cell_type == 'markdown':
             c.source = unlink(c.source)
             if (h := re.findall(r'^#+\s+(.+)$', c.source, re.M)): head = h[-1].strip()
         if c.cell_type == 'code':
-            for o in c.outputs:
-                if o.output_type == 'stream': o.text = scrub(o.text, paths)
-                if o.output_type == 'error': o.traceback = [scrub(t, paths) for t in o.traceback]; o.evalue = scrub(o.evalue, paths)
-                for k in ('text/markdown', 'text/plain', 'text/html'):
-                    if k in o.get('data', {}): o.data[k] = unlink(scrub(o.data[k], paths))
-            caps, outs = [], []
-            for o in c.outputs:
-                d = o.get('data', {})
-                if 'image/png' in d or 'image/jpeg' in d: fig += 1; caps.append(f"Figure {num or 0}.{fig}: {head}")
-                if '<table' in d.get('text/html', ''):
-                    tab += 1
-                    outs.append(nbformat.from_dict(dict(output_type='display_data', metadata={'report': 'caption'},
-                                data={'text/markdown': f"**Table {num or 0}.{tab}:** {head}", 'text/plain': ''})))
-                outs.append(o)
-            c.outputs = outs
-            own = re.search(r'^#\|\s*fig-cap:\s*(.+)$', c.source, re.M)
-            if own:
-                mine = yaml.safe_load(own[1]); mine = mine if isinstance(mine, list) else [mine]
-                caps = [f"{cap.split(':')[0]}: {m}" for cap, m in zip(caps, mine + [head]*len(caps))]
-            if caps: c.source = _directive(c.source, 'fig-cap', caps if len(caps) > 1 else caps[0])
-            if c.source.strip() and not re.search(r'^#\|\s*code-fold:', c.source, re.M): c.source = '#| code-fold: true\n' + c.source
+            _scrub_outputs(c, paths)
+            fig, tab = _number_outputs(c, num, fig, tab, head)
         cells.append(c)
-        if fm is not None and prov and prov.get('smoke') and nn and nn[1] < '90':
-            data = re.match(DATA_CHAPTERS, name) or fm.get('smoke') == 'data'
-            cells.append(nbformat.from_dict(dict(cell_type='markdown', source=(data_note if data else smoke_banner)(prov), metadata={'report': 'banner'}, id=f'smoke{num}')))
-        elif fm is not None and prov and nn and nn[1] < '90':
-            cells.append(nbformat.from_dict(dict(cell_type='markdown', source=run_note(prov, name), metadata={'report': 'run-note'}, id=f'run{num}')))
+        if fm is not None and (note := _note_cell(name, fm, nn, num, prov)) is not None: cells.append(note)
     nb.cells = cells
     return nb
 

@@ -20,8 +20,32 @@ from .data import TASKS, label_view, read_rgb
 
 
 # %% auto #0
-__all__ = ['squish', 'resize_all', 'device_images', 'clear_cache', 'IndexedImages', 'DeviceDL', 'ChannelsLast', 'tensor_path',
-           'tensor_dls', 'get_dls']
+__all__ = ['get_dls', 'squish', 'resize_all', 'device_images', 'clear_cache', 'IndexedImages', 'DeviceDL', 'ChannelsLast',
+           'tensor_path', 'tensor_dls']
+
+# %% ../nbs/94_loaders.ipynb #c3b135da
+def get_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`
+            valid_fold:int, # the fold used for validation
+            task:str='dx', # 'dx' or 'melanoma' (see `label_view`)
+            img_size:int=224, # square side in pixels
+            bs:int=64, # batch size
+            batch_tfms=None, # fastai batch transforms (augmentation, normalisation)
+            seed:int=42, # seed of the shuffling
+            device:str='cpu', # torch device
+            num_workers:int=0, # loader processes
+            images:dict|None=None, # decoded images from `decode_images` (default: read the files)
+            tensor:bool|None=None # pre-squished images in one tensor on `device` (`tensor_dls`); None: on (False: fastai's PIL path)
+           ):
+    "fastai `DataLoaders` with fold `valid_fold` as validation."
+    if tensor_path(device, tensor): return tensor_dls(df, valid_fold, task, img_size, bs, batch_tfms, seed, device, images)
+    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, ColReader, ColSplitter, Resize, ResizeMethod, set_seed
+    if valid_fold not in set(df.fold): raise ValueError(f"valid_fold={valid_fold} is not a fold of this table (folds: {sorted(set(df.fold))}).")
+    d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold)
+    get_x = ColReader('path') if images is None else (lambda r: images[r['path']])
+    db = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=TASKS[task])), get_x=get_x, get_y=ColReader('label'),
+                   splitter=ColSplitter('is_valid'), item_tfms=Resize(img_size, method=ResizeMethod.Squish), batch_tfms=batch_tfms)
+    set_seed(seed)
+    return db.dataloaders(d, bs=bs, device=device, num_workers=num_workers)
 
 # %% ../nbs/94_loaders.ipynb #860e8f2e
 def squish(img, # an RGB uint8 array (H, W, 3) or an image file
@@ -151,27 +175,3 @@ def tensor_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`
     dls = [DeviceDL(ds(~va, 0), bs=bs, shuffle=True, drop_last=True, num_workers=0, after_batch=tfms, device=device),
            DeviceDL(ds(va, 1), bs=bs, shuffle=False, drop_last=False, num_workers=0, after_batch=tfms, device=device)]
     return DataLoaders(*dls, device=device)
-
-# %% ../nbs/94_loaders.ipynb #c3b135da
-def get_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`
-            valid_fold:int, # the fold used for validation
-            task:str='dx', # 'dx' or 'melanoma' (see `label_view`)
-            img_size:int=224, # square side in pixels
-            bs:int=64, # batch size
-            batch_tfms=None, # fastai batch transforms (augmentation, normalisation)
-            seed:int=42, # seed of the shuffling
-            device:str='cpu', # torch device
-            num_workers:int=0, # loader processes
-            images:dict|None=None, # decoded images from `decode_images` (default: read the files)
-            tensor:bool|None=None # pre-squished images in one tensor on `device` (`tensor_dls`); None: on (False: fastai's PIL path)
-           ):
-    "fastai `DataLoaders` with fold `valid_fold` as validation."
-    if tensor_path(device, tensor): return tensor_dls(df, valid_fold, task, img_size, bs, batch_tfms, seed, device, images)
-    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, ColReader, ColSplitter, Resize, ResizeMethod, set_seed
-    if valid_fold not in set(df.fold): raise ValueError(f"valid_fold={valid_fold} is not a fold of this table (folds: {sorted(set(df.fold))}).")
-    d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold)
-    get_x = ColReader('path') if images is None else (lambda r: images[r['path']])
-    db = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=TASKS[task])), get_x=get_x, get_y=ColReader('label'),
-                   splitter=ColSplitter('is_valid'), item_tfms=Resize(img_size, method=ResizeMethod.Squish), batch_tfms=batch_tfms)
-    set_seed(seed)
-    return db.dataloaders(d, bs=bs, device=device, num_workers=num_workers)

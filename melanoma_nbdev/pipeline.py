@@ -188,6 +188,60 @@ def _command(profile, overrides, data_path, name, only, test_data_path=None)->st
                      *([f'--data-path {data_path}'] if data_path else []), *([f'--test-data-path {test_data_path}'] if test_data_path else []),
                      *([f"--only '{only}'"] if only else []), f'--name {name} --resume'])
 
+def _todo(nbs:Path, only:str|None)->list:
+    "The numbered notebooks of `nbs` that `only` selects, or a `RunError`."
+    try: todo = [p for p in numbered(nbs) if not only or re.search(only, p.name)]
+    except re.error as e: raise RunError(f"--only {only!r} is not a regular expression ({e}). Fix: e.g. --only '^00_'.") from None
+    if not todo: raise RunError(f"No notebook in {nbs} matches only={only!r}.")
+    return todo
+
+def _start_record(P, run:Path, root:Path, command:dict, resume:bool)->tuple:
+    "(provenance, this attempt's record when resuming else None, each chapter's stamp) at the start of a run."
+    prov = provenance(P, command=command, notebooks=[], run_dir=str(run), project=str(root))
+    stamp = dict(machine=machine_text(prov['hardware']), git_commit=prov['git_commit'])  # each chapter's record: the machine and commit it ran on
+    attempt = None
+    if resume:
+        attempt = {k: prov[k] for k in ('git_commit', 'date_utc', 'command', 'hardware', 'run_dir', 'project')} | {'notebooks': []}
+        prov = check_resume(run, P)  # before anything in the run is written
+        prov['resumes'] = [*prov.get('resumes', []), attempt]
+    return prov, attempt, stamp
+
+def _interrupted(nb:Path, run:Path, stage:Path, out:Path, prov:dict, attempt:dict|None, again:str):
+    "Record a Ctrl-C in `nb` and raise `RunInterrupted`, saying what was kept and how to continue."
+    if stage != out: stage.unlink(missing_ok=True)
+    (attempt['notebooks'] if attempt is not None else prov['notebooks']).append(dict(notebook=nb.name, status='interrupted', error='Ctrl-C', seconds=None))
+    save_json(prov, run/'provenance.json')
+    done = [n['notebook'] for n in prov['notebooks'] if n['status'] == 'ok']
+    raise RunInterrupted(f"interrupted (Ctrl-C) in {nb.name}: kept the run folder {run} ({len(done)} notebook(s) done: {', '.join(done) or 'none'}"
+                         + ('; its earlier notebooks and record are unchanged' if attempt is not None else '') + f"). Continue it with: {again}") from None
+
+def _run_one(nb:Path, run:Path, params:dict, stamp:dict, prov:dict, attempt:dict|None, again:str):
+    "Execute one notebook of the run and record it in `prov` (and `attempt` when resuming); a `RunError` if it failed."
+    print(f'--- {nb.name}', flush=True)
+    out = run/'notebooks'/nb.name
+    stage = out.with_name(f'.resume-{nb.name}') if attempt is not None and out.exists() else out  # a finished notebook is replaced only by a success
+    try: r = {**execute(nb, stage, params, nb.parent, run/'logs'/f'{nb.stem}.kernel.log'), **stamp, 'finished_utc': datetime.now(timezone.utc).isoformat(timespec='seconds')}
+    except KeyboardInterrupt: _interrupted(nb, run, stage, out, prov, attempt, again)
+    if attempt is not None:
+        attempt['notebooks'].append(r)
+        if stage != out: os.replace(stage, out if r['status'] == 'ok' else out.with_name(out.stem + '.failed.ipynb'))
+        if r['status'] == 'ok' or stage == out:
+            prov['notebooks'] = sorted([n for n in prov['notebooks'] if n['notebook'] != nb.name] + [r], key=lambda n: n['notebook'])
+    else: prov['notebooks'].append(r)
+    save_json(prov, run/'provenance.json')
+    if r['status'] != 'ok':
+        kept = f" The run's earlier {nb.name} is kept; the failed one is {out.with_name(out.stem + '.failed.ipynb')}." if stage != out else f" The executed notebook, with the error, is {out}."
+        raise RunError(f"{nb.name} failed at {r['error']}.{kept}")
+
+def _finish(root:Path, run:Path, render:bool):
+    "After the last notebook: point runs/latest at the run (or say why not), then render it."
+    if not point_latest(root/'runs', run):
+        lt = root/'runs'/'latest'
+        print(f"note: runs/latest not moved to {run.name}: " + (f"it points at {os.readlink(lt)}, which has trained models; this run has none." if lt.is_symlink() else "it is a folder, not a link."))
+    if render:
+        try: render_run(run, root)
+        except KeyboardInterrupt: raise RunInterrupted(f"interrupted (Ctrl-C) while rendering: the executed notebooks of {run} are complete and kept. Render them with: melanoma-report --render {run}") from None
+
 def run_report(profile:str='smoke', # run profile (a section of settings.ini)
                overrides:dict|None=None, # single profile values to replace
                data_path:str|None=None, # HAM10000 folder (default: searched)
@@ -202,52 +256,19 @@ def run_report(profile:str='smoke', # run profile (a section of settings.ini)
     "Execute the notebooks into a new run folder, then render the site and the PDF; the run folder."
     root = Path(root or project_root()); nbs = root/'nbs'
     P = load_profile(profile, overrides=overrides)  # a wrong profile or parameter fails here, before any work
-    try: todo = [p for p in numbered(nbs) if not only or re.search(only, p.name)]
-    except re.error as e: raise RunError(f"--only {only!r} is not a regular expression ({e}). Fix: e.g. --only '^00_'.") from None
-    if not todo: raise RunError(f"No notebook in {nbs} matches only={only!r}.")
+    todo = _todo(nbs, only)
     if name is not None: check_run_name(name)
     check_data(P, data_path); check_test_data(test_data_path)
     run, lock = new_run_dir(root/'runs', profile, name, force, resume)
     try:
         params = dict(profile=profile, data_path=data_path, run_dir=str(run), overrides=P.overrides, **({'test_data_path': test_data_path} if test_data_path else {}))
-        prov = provenance(P, command=dict(profile=profile, overrides=P.overrides, data_path=data_path, test_data_path=test_data_path, only=only, resume=resume), notebooks=[],
-                          run_dir=str(run), project=str(root))
-        stamp = dict(machine=machine_text(prov['hardware']), git_commit=prov['git_commit'])  # each chapter's record: the machine and commit it ran on
-        if resume:
-            attempt = {k: prov[k] for k in ('git_commit', 'date_utc', 'command', 'hardware', 'run_dir', 'project')} | {'notebooks': []}
-            prov = check_resume(run, P)  # before anything in the run is written
-            prov['resumes'] = [*prov.get('resumes', []), attempt]
+        command = dict(profile=profile, overrides=P.overrides, data_path=data_path, test_data_path=test_data_path, only=only, resume=resume)
+        prov, attempt, stamp = _start_record(P, run, root, command, resume)
         (run/'notebooks').mkdir(exist_ok=True)
         save_json(prov, run/'provenance.json')
         again = _command(profile, P.overrides, data_path, run.name, only, test_data_path)
-        for nb in todo:
-            print(f'--- {nb.name}', flush=True)
-            out = run/'notebooks'/nb.name
-            stage = out.with_name(f'.resume-{nb.name}') if resume and out.exists() else out  # a finished notebook is replaced only by a success
-            try: r = {**execute(nb, stage, params, nbs, run/'logs'/f'{nb.stem}.kernel.log'), **stamp, 'finished_utc': datetime.now(timezone.utc).isoformat(timespec='seconds')}
-            except KeyboardInterrupt:
-                if stage != out: stage.unlink(missing_ok=True)
-                (attempt['notebooks'] if resume else prov['notebooks']).append(dict(notebook=nb.name, status='interrupted', error='Ctrl-C', seconds=None))
-                save_json(prov, run/'provenance.json')
-                done = [n['notebook'] for n in prov['notebooks'] if n['status'] == 'ok']
-                raise RunInterrupted(f"interrupted (Ctrl-C) in {nb.name}: kept the run folder {run} ({len(done)} notebook(s) done: {', '.join(done) or 'none'}"
-                                     + ('; its earlier notebooks and record are unchanged' if resume else '') + f"). Continue it with: {again}") from None
-            if resume:
-                attempt['notebooks'].append(r)
-                if stage != out: os.replace(stage, out if r['status'] == 'ok' else out.with_name(out.stem + '.failed.ipynb'))
-                if r['status'] == 'ok' or stage == out:
-                    prov['notebooks'] = sorted([n for n in prov['notebooks'] if n['notebook'] != nb.name] + [r], key=lambda n: n['notebook'])
-            else: prov['notebooks'].append(r)
-            save_json(prov, run/'provenance.json')
-            if r['status'] != 'ok':
-                kept = f" The run's earlier {nb.name} is kept; the failed one is {out.with_name(out.stem + '.failed.ipynb')}." if stage != out else f" The executed notebook, with the error, is {out}."
-                raise RunError(f"{nb.name} failed at {r['error']}.{kept}")
-        if not point_latest(root/'runs', run):
-            lt = root/'runs'/'latest'
-            print(f"note: runs/latest not moved to {run.name}: " + (f"it points at {os.readlink(lt)}, which has trained models; this run has none." if lt.is_symlink() else "it is a folder, not a link."))
-        if render:
-            try: render_run(run, root)
-            except KeyboardInterrupt: raise RunInterrupted(f"interrupted (Ctrl-C) while rendering: the executed notebooks of {run} are complete and kept. Render them with: melanoma-report --render {run}") from None
+        for nb in todo: _run_one(nb, run, params, stamp, prov, attempt, again)
+        _finish(root, run, render)
     finally: lock.release()
     return run
 

@@ -395,6 +395,27 @@ def default_out(folder:Path, # the configuration folder used
     images = Path(images).resolve()
     return unique_folder(run_of(folder)/'evaluations', f"{images.name}-{hashlib.sha256(str(images).encode()).hexdigest()[:8]}-{_stamp()}")
 
+def _overlap_warnings(ens, # the fold models (`load_ensemble`)
+                      overlap:dict # from `training_overlap`
+                     )->list:
+    "The ensemble's notes, and a warning for each kind of overlap of the evaluated images with the images the run trained on."
+    return list(ens.notes) + ([f"{len(overlap['identical'])} evaluated image(s) are byte-identical to HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['identical'][0]}: the metrics are optimistic"] if overlap['identical'] else []) \
+           + ([f"{len(overlap['same_id'])} evaluated image(s) share an image_id with HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['same_id'][0]}: the metrics may be optimistic"] if overlap['same_id'] else [])
+
+def _score_set(ens, lab:pd.DataFrame, rule:dict|None, bs:int, n_boot:int, progress:bool)->tuple:
+    "(metrics, per-class table, bootstrap CIs, lesion-level metrics) of the labelled images `lab`."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        m, per_class, probs = evaluate(ens, lab, bs=bs, progress=progress, rule=rule)
+    boot = bootstrap_cis(lab, probs, ens.classes, n_boot, rule=rule) if n_boot else None
+    lesion_m = image_metrics(*lesion_means(lab, probs), ens.classes, table=False)[0] if 'lesion_id' in lab.columns else None   # no rule metrics: cut-offs chosen on images
+    return m, per_class, boot, lesion_m
+
+def _data_record(folder:Path|str, labels:Path|str, lab:pd.DataFrame)->dict:
+    "What metrics.json records of the evaluated set: folders, the labels' SHA-256, the task and the notes."
+    return dict(folder=str(Path(folder).resolve()), labels=str(Path(labels).resolve()), labels_sha256=file_sha256(labels), task=lab.attrs['task'], n_unlabelled=lab.attrs['n_unlabelled'],
+                notes=lab.attrs['notes'], image_notes=lab.attrs['image_notes'])
+
 def run_evaluate(folder:Path|str, # the image folder
                  labels:Path|str, # the labels CSV
                  run:Path|str|None=None, # run or configuration folder (see `model_folder`)
@@ -417,21 +438,14 @@ def run_evaluate(folder:Path|str, # the image folder
     check_out(out, ['metrics.json', 'summary.md'], force)
     ens, rule = load_ensemble(mf, o['device']), load_risk_rule(run_of(mf))
     overlap = training_overlap(lab.path.tolist(), training_data(mf))
-    warns = list(ens.notes) + ([f"{len(overlap['identical'])} evaluated image(s) are byte-identical to HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['identical'][0]}: the metrics are optimistic"] if overlap['identical'] else []) \
-            + ([f"{len(overlap['same_id'])} evaluated image(s) share an image_id with HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['same_id'][0]}: the metrics may be optimistic"] if overlap['same_id'] else [])
+    warns = _overlap_warnings(ens, overlap)
     for w in warns: echo(f'warning: {w}')
     for s in lab.attrs['notes']: echo(f'note: {s}')
     echo(risk_rule(rule))
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        m, per_class, probs = evaluate(ens, lab, bs=o['bs'], progress=progress, rule=rule)
-    boot = bootstrap_cis(lab, probs, ens.classes, o['n_boot'], rule=rule) if o['n_boot'] else None
-    lesion_m = image_metrics(*lesion_means(lab, probs), ens.classes, table=False)[0] if 'lesion_id' in lab.columns else None   # no rule metrics: cut-offs chosen on images
+    m, per_class, boot, lesion_m = _score_set(ens, lab, rule, o['bs'], o['n_boot'], progress)
     res = dict(notice=DISCLAIMER, warnings=warns, risk_rule=None if rule is None else {k: rule.get(k) for k in ('t_mel', 't_ka', 'levels', 'target_sensitivity', 'clinic_prevalence_assumed', 'chosen_on', 'file')},
                metrics=m, bootstrap=boot, lesion_metrics=lesion_m, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')),
-               models=_model_info(mf, ens), training_overlap=overlap,
-               data=dict(folder=str(Path(folder).resolve()), labels=str(Path(labels).resolve()), labels_sha256=file_sha256(labels), task=lab.attrs['task'], n_unlabelled=lab.attrs['n_unlabelled'],
-                         notes=lab.attrs['notes'], image_notes=lab.attrs['image_notes']),
+               models=_model_info(mf, ens), training_overlap=overlap, data=_data_record(folder, labels, lab),
                git_commit=git_commit(), date_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), hardware=hardware(), packages=package_versions())
     md = summary_md(res)
     written = [] if written is None else written

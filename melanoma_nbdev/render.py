@@ -21,7 +21,7 @@ __all__ = ['TEXT_WIDTH_PT', 'REFERENCES', 'SOFTWARE', 'HEADLINE', 'FRONT_METRICS
            'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'fixed_rule_rows', 'headline_rows',
            'md_table', 'references', 'citations', 'unresolved', 'machines', 'commits', 'commit_text', 'front_page',
            'callouts_typst', 'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site',
-           'readme_text', 'melanoma_readme', 'pdf_chapters', 'render_run']
+           'pdf_chapters', 'render_run']
 
 # %% ../nbs/96_render.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -364,6 +364,82 @@ def commit_text(prov:dict # a run's provenance
     cs = commits(prov) or [(str(prov.get('git_commit'))[:12], [])]
     return f"`{cs[0][0]}`" if len(cs) == 1 else '; '.join(f"`{c}` (chapters {', '.join(ch)})" for c, ch in cs)
 
+def _run_status(prov:dict)->str:
+    "The front page's one-line status of the run: smoke, reduced, or the report's results."
+    smoke, red = prov.get('smoke'), reduced(prov)
+    return ('**smoke run**: a tiny CPU check that the code runs end to end. Its model numbers are noise, not results, and must not be quoted.' if smoke
+            else f"**reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it differ from the profile. It checks the pipeline; its model numbers are not the report's results." if red
+            else f"**{prov.get('profile')} run**: the report's results." + (f" It is {PROFILE_ROLE[prov.get('profile')]}." if prov.get('profile') in PROFILE_ROLE else '') + (f" Overrides of the profile: {', '.join(f'{k}={_as_set(v)}' for k, v in prov['overrides'].items())}." if prov.get('overrides') else ''))
+
+def _about(prov:dict, status:str, expected:list|None)->list:
+    "The front page's opening sections: the not-results warning, what the report is, and this run."
+    smoke, red, p = prov.get('smoke'), reduced(prov), prov.get('parameters', {})
+    ran = {n['notebook'] for n in prov.get('notebooks', [])}
+    missing = [n for n in expected or [] if n not in ran]
+    return ([f'::: {{.callout-warning title="{"Smoke" if smoke else "Reduced"} run: the model numbers of this report are not results"}}\n' + status + '\n:::'] if smoke or red else []) + ['## About this report',
+           'A reproducible report on classifying dermoscopic images of skin lesions (HAM10000, seven diagnostic classes, and the clinical question: melanoma or not). '
+           'Each chapter is a notebook executed top to bottom for this run; every number below and in the chapters comes from the run described here, '
+           'and this page itself is generated from its result files. The code of each chapter is on the website (folded under each result); '
+           'so are the appendices (90 run profiles and provenance, 91 the report pipeline, 92 the GPU path, 93 the web page, 94 the loaders, 95 to 97 cleaning, rendering and publishing the report, 98 the risk rule, 99 scoring images), which the PDF leaves out.',
+           '## This run',
+           md_table(['', ''], [('status', status), ('profile', f"`{prov.get('profile')}`: " + ', '.join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())),
+                               ('git commit', commit_text(prov)), ('date (UTC)', prov.get('date_utc', '')),
+                               ('hardware', '; '.join(f"{m} (chapters {', '.join(c)})" for m, c in machines(prov))),
+                               ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds') or 0:.0f} s)" for n in prov.get('notebooks', []))
+                                + (f"; not in this run: {', '.join(missing)}" if missing else ''))], [1, 5])]
+
+def _headline(run:Path, prov:dict)->list:
+    "The front page's headline results: the table of `headline_rows` and how to read it."
+    smoke, red = prov.get('smoke'), reduced(prov)
+    out = ['## Headline results']
+    header, rows = headline_rows(run/'results')
+    if not rows: return out + ['This run has no model results (no `kfold_metrics.json`, `error_analysis.json` or `locked_test.json` in its results folder).']
+    if smoke or red: out.append(f'::: {{.callout-warning title="{"Smoke" if smoke else "Reduced"} run"}}\nThese numbers come from a {"smoke" if smoke else "reduced"} run and are **not results**: they only show that the pipeline produces them.\n:::')
+    out.append(md_table(header, rows, [3] + [2] * (len(header) - 1)))
+    out.append('Estimates with 95% percentile-bootstrap intervals. Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5); '
+               'lesion level averages the probabilities of a lesion\'s images and resamples lesions (chapter 6), image level resamples images. '
+               'The 80%-specificity threshold is chosen on other folds than the one it is applied to (chapter 6), and for the locked test set '
+               'on all HAM10000 out-of-fold predictions, never on the test images; the test set has no lesion identifiers (chapter 9).'
+               + (f" Balanced accuracy and accuracy are given first for the decision rule fixed on HAM10000 in chapter 6 (**{rule}**), then for the plain top class; "
+                  'the AUCs and the melanoma thresholds use the plain probabilities, which no decision rule changes.' if (rule := _read(run/'results'/'decision_rule.json').get('rule')) and rule != 'top class' else ''))
+    return out
+
+def _key_figures(run:Path, smoke:bool, pdf:bool)->list:
+    "The front page's key figures, from the run's `results/figures`."
+    figs = sorted((run/'results'/'figures').glob('*.png'))
+    if not figs: return []
+    caps = [f.with_suffix('.txt').read_text().strip() if f.with_suffix('.txt').exists() else f.stem.replace('_', ' ') for f in figs]
+    return ['## Key figures'] + [f"![Key figure {i}: {cap}{' SMOKE RUN: not results.' if smoke else ''}](figures/{f.name})" + ('{width=80%}' if pdf else '')
+                                 for i, (f, cap) in enumerate(zip(figs, caps), 1)]
+
+def _model_card(run:Path, prov:dict)->list:
+    "The front page's model card: the model, its intended use, the data and its limits, subgroups, licence."
+    p, smoke, pc = prov.get('parameters', {}), prov.get('smoke'), run/'results'/'per_class.csv'
+    out = ['## Model card',
+           '**Model.** ' + (f"The main configuration of the k-fold chapter (`{json.loads((run/'results'/'kfold_metrics.json').read_text()).get('main')}`), one model per fold, "
+                            if (run/'results'/'kfold_metrics.json').exists() else 'The k-fold models of chapter 5, ') +
+           f"trained on {p.get('n_images') or 'all'} HAM10000 images at {p.get('img_size')} px for {p.get('epochs')} epoch(s); predictions average the fold models.",
+           '**Intended use.** Research and teaching: studying how a skin-lesion classifier is trained, validated by lesion, calibrated and explained, and reproducing this report.',
+           '**Not intended use.** Diagnosis, triage or any clinical decision; use on images unlike HAM10000 (clinical photographs, other dermatoscopes, other populations) without new validation; '
+           'any use by or on patients.',
+           '**Data and its limits.** HAM10000 (Tschandl et al. 2018): 10,015 dermoscopic images of 7,470 lesions in seven classes from two sites (Vienna, Queensland), '
+           'mostly fair-skinned patients; the classes are very unbalanced (about two thirds are naevi); diagnoses are partly by histopathology and partly by follow-up or expert consensus. '
+           'Artefacts such as rulers, hair and surgical skin markings can drive predictions (Winkler et al. 2019). Results on it need not transfer to other populations or devices.']
+    if pc.exists():
+        import pandas as pd
+        t = pd.read_csv(pc); t = t[[c for c in t.columns if not str(c).startswith('Unnamed')]][:12].round(3)
+        out += ['**Subgroup performance** (per class, out-of-fold' + (', smoke run: not results' if smoke else '') + '):',
+                md_table(list(map(str, t.columns)), [[fmt_num(str(v)) for v in r] for r in t.astype(str).values.tolist()])]
+    return out + ['**Licence.** The code is Apache-2.0. HAM10000 is licensed CC BY-NC 4.0 (attribution, non-commercial), and so are the models trained on it and their predictions: no commercial use.']
+
+def _closing(prov:dict)->list:
+    "The front page's last sections: the disclaimer, how to cite, the references."
+    return ['## Disclaimer', '**Research software, not a diagnostic device.** Nothing in this report is medical advice; its models must not be used to decide about any patient.',
+            '## How to cite',
+            'Cite the data as: Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. '
+            '*Scientific Data* 5, 180161. Cite this report as: melanoma_nbdev, ' + f"commit {commit_text(prov)}, run of {prov.get('date_utc', '')[:10]} (profile `{prov.get('profile')}`).",
+            '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(references(prov.get('packages')), 1))]
+
 def front_page(run:Path, # the run folder
                prov:dict, # its provenance
                paths:list|None=None, # from `machine_paths`
@@ -371,65 +447,7 @@ def front_page(run:Path, # the run folder
                expected:list|None=None # the project's numbered notebooks: those the run lacks are named
               )->str:
     "The front page's Markdown: sections at level 2."
-    smoke, hw, p, red = prov.get('smoke'), prov.get('hardware', {}), prov.get('parameters', {}), reduced(prov)
-    data = json.loads((run/'results'/'data.json').read_text()) if (run/'results'/'data.json').exists() else {}
-    status = ('**smoke run**: a tiny CPU check that the code runs end to end. Its model numbers are noise, not results, and must not be quoted.' if smoke
-              else f"**reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it differ from the profile. It checks the pipeline; its model numbers are not the report's results." if red
-              else f"**{prov.get('profile')} run**: the report's results." + (f" It is {PROFILE_ROLE[prov.get('profile')]}." if prov.get('profile') in PROFILE_ROLE else '') + (f" Overrides of the profile: {', '.join(f'{k}={_as_set(v)}' for k, v in prov['overrides'].items())}." if prov.get('overrides') else ''))
-    ran = {n['notebook'] for n in prov.get('notebooks', [])}
-    missing = [n for n in expected or [] if n not in ran]
-    out = ([f'::: {{.callout-warning title="{"Smoke" if smoke else "Reduced"} run: the model numbers of this report are not results"}}\n' + status + '\n:::'] if smoke or red else []) + ['## About this report',
-           'A reproducible report on classifying dermoscopic images of skin lesions (HAM10000, seven diagnostic classes, and the clinical question: melanoma or not). '
-           'Each chapter is a notebook executed top to bottom for this run; every number below and in the chapters comes from the run described here, '
-           'and this page itself is generated from its result files. The code of each chapter is on the website (folded under each result); '
-           'so are the appendices (90 run profiles and provenance, 91 the report pipeline, 92 the GPU path, 93 the web page), which the PDF leaves out.',
-           '## This run',
-           md_table(['', ''], [('status', status), ('profile', f"`{prov.get('profile')}`: " + ', '.join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())),
-                               ('git commit', commit_text(prov)), ('date (UTC)', prov.get('date_utc', '')),
-                               ('hardware', '; '.join(f"{m} (chapters {', '.join(c)})" for m, c in machines(prov))),
-                               ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds') or 0:.0f} s)" for n in prov.get('notebooks', []))
-                                + (f"; not in this run: {', '.join(missing)}" if missing else ''))], [1, 5]),
-           '## Headline results']
-    header, rows = headline_rows(run/'results')
-    if rows:
-        if smoke or red: out.append(f'::: {{.callout-warning title="{"Smoke" if smoke else "Reduced"} run"}}\nThese numbers come from a {"smoke" if smoke else "reduced"} run and are **not results**: they only show that the pipeline produces them.\n:::')
-        out.append(md_table(header, rows, [3] + [2] * (len(header) - 1)))
-        out.append('Estimates with 95% percentile-bootstrap intervals. Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5); '
-                   'lesion level averages the probabilities of a lesion\'s images and resamples lesions (chapter 6), image level resamples images. '
-                   'The 80%-specificity threshold is chosen on other folds than the one it is applied to (chapter 6), and for the locked test set '
-                   'on all HAM10000 out-of-fold predictions, never on the test images; the test set has no lesion identifiers (chapter 9).'
-                   + (f" Balanced accuracy and accuracy are given first for the decision rule fixed on HAM10000 in chapter 6 (**{rule}**), then for the plain top class; "
-                      'the AUCs and the melanoma thresholds use the plain probabilities, which no decision rule changes.' if (rule := _read(run/'results'/'decision_rule.json').get('rule')) and rule != 'top class' else ''))
-    else: out.append('This run has no model results (no `kfold_metrics.json`, `error_analysis.json` or `locked_test.json` in its results folder).')
-    figs = sorted((run/'results'/'figures').glob('*.png'))
-    if figs:
-        out.append('## Key figures')
-        for i, f in enumerate(figs, 1):
-            cap = f.with_suffix('.txt').read_text().strip() if f.with_suffix('.txt').exists() else f.stem.replace('_', ' ')
-            out.append(f"![Key figure {i}: {cap}{' SMOKE RUN: not results.' if smoke else ''}](figures/{f.name})" + ('{width=80%}' if pdf else ''))
-    pc = run/'results'/'per_class.csv'
-    n_img = data.get('n_images') or data.get('images')
-    out += ['## Model card',
-            '**Model.** ' + (f"The main configuration of the k-fold chapter (`{json.loads((run/'results'/'kfold_metrics.json').read_text()).get('main')}`), one model per fold, "
-                             if (run/'results'/'kfold_metrics.json').exists() else 'The k-fold models of chapter 5, ') +
-            f"trained on {p.get('n_images') or 'all'} HAM10000 images at {p.get('img_size')} px for {p.get('epochs')} epoch(s); predictions average the fold models.",
-            '**Intended use.** Research and teaching: studying how a skin-lesion classifier is trained, validated by lesion, calibrated and explained, and reproducing this report.',
-            '**Not intended use.** Diagnosis, triage or any clinical decision; use on images unlike HAM10000 (clinical photographs, other dermatoscopes, other populations) without new validation; '
-            'any use by or on patients.',
-            '**Data and its limits.** HAM10000 (Tschandl et al. 2018): 10,015 dermoscopic images of 7,470 lesions in seven classes from two sites (Vienna, Queensland), '
-            'mostly fair-skinned patients; the classes are very unbalanced (about two thirds are naevi); diagnoses are partly by histopathology and partly by follow-up or expert consensus. '
-            'Artefacts such as rulers, hair and surgical skin markings can drive predictions (Winkler et al. 2019). Results on it need not transfer to other populations or devices.']
-    if pc.exists():
-        import pandas as pd
-        t = pd.read_csv(pc); t = t[[c for c in t.columns if not str(c).startswith('Unnamed')]][:12].round(3)
-        out += ['**Subgroup performance** (per class, out-of-fold' + (', smoke run: not results' if smoke else '') + '):',
-                md_table(list(map(str, t.columns)), [[fmt_num(str(v)) for v in r] for r in t.astype(str).values.tolist()])]
-    out += ['**Licence.** The code is Apache-2.0. HAM10000 is licensed CC BY-NC 4.0 (attribution, non-commercial), and so are the models trained on it and their predictions: no commercial use.',
-            '## Disclaimer', '**Research software, not a diagnostic device.** Nothing in this report is medical advice; its models must not be used to decide about any patient.',
-            '## How to cite',
-            'Cite the data as: Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. '
-            '*Scientific Data* 5, 180161. Cite this report as: melanoma_nbdev, ' + f"commit {commit_text(prov)}, run of {prov.get('date_utc', '')[:10]} (profile `{prov.get('profile')}`).",
-            '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(references(prov.get('packages')), 1))]
+    out = [*_about(prov, _run_status(prov), expected), *_headline(run, prov), *_key_figures(run, prov.get('smoke'), pdf), *_model_card(run, prov), *_closing(prov)]
     return scrub('\n\n'.join(out), paths or [])
 
 # %% ../nbs/96_render.ipynb #3bd4c233
@@ -540,28 +558,6 @@ def render_site(book:Path, # the staging folder with _quarto.yml
     shutil.move(book/'_site', out)
     if (book/'report.css').exists() and not (out/'report.css').exists(): shutil.copy(book/'report.css', out/'report.css')
     return finish_site(out)
-
-# %% ../nbs/96_render.ipynb #21d150a2
-def readme_text(index:Path # the project's nbs/index.ipynb
-               )->str:
-    "`index.ipynb` as GitHub Markdown."
-    import pypandoc, tempfile
-    with tempfile.TemporaryDirectory() as d:
-        md = nb_markdown(process_nb(index, Path(d)/'index.ipynb'), Path(d)/'media')
-    md = md.replace('<!-- WARNING: THIS FILE WAS AUTOGENERATED! DO NOT EDIT! -->', '')
-    md = md.replace('](images/', '](nbs/images/')  # links relative to nbs/, as the README sits one folder up
-    body = pypandoc.convert_text(md, 'gfm', format='markdown', extra_args=['--wrap=none'])
-    return '<!-- generated from nbs/index.ipynb by `melanoma-readme`: edit the notebook, not this file -->\n\n' + body
-
-@call_parse
-def melanoma_readme(check:bool=False # only check that README.md is current; exit 1 if not
-                   ):
-    "Write README.md from nbs/index.ipynb (or check it)."
-    root = project_root(); txt = readme_text(root/'nbs'/'index.ipynb')
-    if check:
-        if (root/'README.md').read_text() != txt: raise SystemExit('README.md is out of date with nbs/index.ipynb: run melanoma-readme')
-        return print('README.md is current')
-    (root/'README.md').write_text(txt); print('wrote README.md')
 
 # %% ../nbs/96_render.ipynb #4298e0fb
 PDF_LEAVES_OUT = r'^9\d_'  # the appendices (profiles, pipeline, GPU path, web page): on the website only, the PDF is the report's chapters
