@@ -1,4 +1,4 @@
-"""The tensor data path that keeps a GPU busy, the benchmark, the sizing of the `full` profile to a GPU window, and the packing of a GPU run's results (tools/gpu-run).
+"""The benchmark, the sizing of the `full` profile to a GPU window, the preflights, and the packing of a GPU run's results (tools/gpu-run). The tensor data path that keeps a GPU busy is data, not GPU code: appendix 94, `loaders`.
 
 Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/gpu.html.md"""
 

@@ -1,4 +1,4 @@
-"""Runs the numbered notebooks with a profile into a new run folder, records provenance, and renders the website and one PDF, with Quarto or offline.
+"""Runs the numbered notebooks with a profile into a new run folder (locked, resumable), records provenance, and hands the run to rendering (appendix 96: the website and one PDF, with Quarto or offline; appendix 95 cleans the chapters for readers, appendix 97 publishes the reference report).
 
 Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/report.html.md"""
 
