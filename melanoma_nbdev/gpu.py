@@ -314,6 +314,36 @@ def _fp16(src:Path, dst:Path)->bool:
     save_file(half, str(dst))
     return all(torch.equal(v, half[k].to(v.dtype)) for k, v in sd.items())
 
+def _pack_models(run:Path, out:Path, main:str|None, models:list, max_bytes:int)->list:
+    "Write the fold `models` of configuration `main` into `out` as fp16 safetensors, recording them in the run's packed.json; the files."
+    manifest = dict(run=run.name, main=main, models={}, inexact_models=[], dropped_models=[])
+    written = []
+    for m in models:
+        f = out/f"model-{main}-{m.parent.name}.fp16.safetensors"
+        if not _fp16(m, f): manifest['inexact_models'].append(f.name)  # recorded, so that publishing says so (`packed_exact`)
+        written.append(f)
+        if f.stat().st_size > max_bytes: raise ValueError(f"{f.name} is {f.stat().st_size/MiB:.1f} MiB, over {max_bytes/MiB:.0f} MiB.")
+        manifest['models'][f.name] = str(m.relative_to(run))
+    manifest['dropped_models'] = [str(p.relative_to(run)) for p in sorted(run.rglob('*.safetensors')) if p not in models]
+    save_json(manifest, run/'packed.json')
+    return written
+
+def _pack_archive(run:Path, out:Path, n_models:int, max_files:int, max_bytes:int)->list:
+    "A tar.gz in `out` of everything in `run` but model files and rendered output, split in parts of `max_bytes` if needed; the files."
+    tgz = out/'run.tar.gz'
+    def keep(ti):
+        parts = Path(ti.name).parts
+        return None if any(p in SKIP for p in parts) or ti.name.endswith(('.safetensors', '.lock', '.tmp')) or ti.issym() else ti
+    with tarfile.open(tgz, 'w:gz') as t: t.add(run, arcname=run.name, filter=keep)
+    n_parts = -(-tgz.stat().st_size // max_bytes)
+    if n_models + n_parts > max_files: raise ValueError(f"The archive needs {n_parts} parts of {max_bytes/MiB:.0f} MiB: with {n_models} models that is over {max_files} files.")
+    if n_parts == 1: return [tgz]
+    written = []
+    with open(tgz, 'rb') as f:
+        for i in range(n_parts): (p := out/f'run.tar.gz.part{i}').write_bytes(f.read(max_bytes)); written.append(p)
+    tgz.unlink()
+    return written
+
 def pack_run(run:Path|str, # a run folder (runs/<name>)
              out:Path|str, # folder to write the packed files to
              main:str|None=None, # the main configuration's folder under kfold/ (default: the only `*_ce` one with models)
@@ -328,29 +358,7 @@ def pack_run(run:Path|str, # a run folder (runs/<name>)
         main = cands[0] if len(cands) == 1 else None
     models = sorted((kf/main).glob('fold*/model.safetensors')) if main else []
     if len(models) + 1 > max_files: raise ValueError(f"{len(models)} fold models and the archive do not fit in {max_files} files.")
-    manifest = dict(run=run.name, main=main, models={}, inexact_models=[], dropped_models=[])
-    written = []
-    for m in models:
-        f = out/f"model-{main}-{m.parent.name}.fp16.safetensors"
-        if not _fp16(m, f): manifest['inexact_models'].append(f.name)  # recorded, so that publishing says so (`packed_exact`)
-        written.append(f)
-        if f.stat().st_size > max_bytes: raise ValueError(f"{f.name} is {f.stat().st_size/MiB:.1f} MiB, over {max_bytes/MiB:.0f} MiB.")
-        manifest['models'][f.name] = str(m.relative_to(run))
-    manifest['dropped_models'] = [str(p.relative_to(run)) for p in sorted(run.rglob('*.safetensors')) if p not in models]
-    save_json(manifest, run/'packed.json')
-    tgz = out/'run.tar.gz'
-    def keep(ti):
-        parts = Path(ti.name).parts
-        return None if any(p in SKIP for p in parts) or ti.name.endswith(('.safetensors', '.lock', '.tmp')) or ti.issym() else ti
-    with tarfile.open(tgz, 'w:gz') as t: t.add(run, arcname=run.name, filter=keep)
-    n_parts = -(-tgz.stat().st_size // max_bytes)
-    if len(models) + n_parts > max_files: raise ValueError(f"The archive needs {n_parts} parts of {max_bytes/MiB:.0f} MiB: with {len(models)} models that is over {max_files} files.")
-    if n_parts > 1:
-        with open(tgz, 'rb') as f:
-            for i in range(n_parts): (p := out/f'run.tar.gz.part{i}').write_bytes(f.read(max_bytes)); written.append(p)
-        tgz.unlink()
-    else: written.append(tgz)
-    return written
+    return _pack_models(run, out, main, models, max_bytes) + _pack_archive(run, out, len(models), max_files, max_bytes)
 
 def merge_provenance(have:dict, # the local run's provenance
                      new:dict # the provenance of the same run's part made elsewhere (a GPU step)

@@ -55,6 +55,38 @@ def _publish_files(run:Path, prov:dict, tmp:Path, models:Path):
         exact &= _fp16(fold/'model.safetensors', out/'model.safetensors') & packed_exact(fold)  # a model unpacked from the GPU is float16 here whatever it was there
     return exact
 
+def _check_target(run:Path, prov:dict, dest:Path, root:Path, force:bool, check:bool):
+    "A `RunError` if `run` must not be published into `dest`: not publishable, or `dest` holds another report or something else."
+    if check and (why := publishable(prov, [p.name for p in numbered(root/'nbs')])):
+        raise RunError(f"{run} cannot be the reference report: {'; '.join(why)}. Nothing was changed. Fix: publish a finished full run (README: the full run).")
+    if (dest/PUBLISHED).exists() and not force: raise RunError(f"{dest} already holds a published report (of run {json.loads((dest/PUBLISHED).read_text()).get('run')}). Nothing was changed. Fix: --force replaces it (git keeps the old one).")
+    if dest.exists() and not (dest/PUBLISHED).exists() and any(p.name not in RENDERED for p in dest.iterdir()):
+        raise RunError(f"{dest} exists and is not a published report. Nothing was changed. Fix: give another --dest, or move {dest} away.")
+
+def _check_size(run:Path, files:dict)->int:
+    "The total bytes of `files` (name -> path), or a `RunError` if they are too large for git (`PUBLISH_MAX_MIB`)."
+    size, big = sum(p.stat().st_size for p in files.values()), [f for f, p in files.items() if p.stat().st_size > PUBLISH_MAX_MIB['file'] * 2**20]
+    if big or size > PUBLISH_MAX_MIB['total'] * 2**20:
+        raise RunError(f"{run} is too large to commit: {size / 2**20:.0f} MiB (at most {PUBLISH_MAX_MIB['total']})" + (f"; over {PUBLISH_MAX_MIB['file']} MiB: {', '.join(big)}" if big else '') + ". Nothing was changed.")
+    return size
+
+def _published_record(run:Path, prov:dict, root:Path, models:Path, exact:bool, size:int, files:dict)->dict:
+    "The content of `PUBLISHED`: source run, dates, commits, the models and every file's SHA-256."
+    return dict(run=run.resolve().name, profile=prov.get('profile'), overrides=prov.get('overrides') or {}, run_git_commit=prov.get('git_commit'),
+                published_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), published_from_commit=git_commit(root),
+                models=dict(folder=str(models.relative_to(run)), dtype='float16', exact=exact,
+                            note='exact float16 copies: the run rounded its fold models to float16 values before they predicted' if exact else
+                                 "float16 copies of the run's float32 fold models: their probabilities can differ from the run's in the last digits"),
+                total_mib=round(size / 2**20, 1), files={f: file_sha256(p) for f, p in files.items()})
+
+def _swap_in(tmp:Path, dest:Path, old:Path):
+    "Replace `dest` by `tmp`, putting the earlier report back if that fails."
+    if dest.exists(): os.replace(dest, old)
+    try: os.replace(tmp, dest)
+    except BaseException:
+        if old.exists(): os.replace(old, dest)  # the earlier report back in place
+        raise
+
 def publish_run(run:Path|str, # a finished run folder (runs/<name>)
                 dest:Path|str|None=None, # where to publish (default: the project's `report/`)
                 force:bool=False, # replace a report already published there
@@ -65,31 +97,16 @@ def publish_run(run:Path|str, # a finished run folder (runs/<name>)
     from melanoma_nbdev.scoring import model_folder
     root = Path(root or project_root()); run = Path(run); prov = read_provenance(run)
     dest = Path(dest) if dest else root/REFERENCE
-    if check and (why := publishable(prov, [p.name for p in numbered(root/'nbs')])):
-        raise RunError(f"{run} cannot be the reference report: {'; '.join(why)}. Nothing was changed. Fix: publish a finished full run (README: the full run).")
-    if (dest/PUBLISHED).exists() and not force: raise RunError(f"{dest} already holds a published report (of run {json.loads((dest/PUBLISHED).read_text()).get('run')}). Nothing was changed. Fix: --force replaces it (git keeps the old one).")
-    if dest.exists() and not (dest/PUBLISHED).exists() and any(p.name not in RENDERED for p in dest.iterdir()):
-        raise RunError(f"{dest} exists and is not a published report. Nothing was changed. Fix: give another --dest, or move {dest} away.")
+    _check_target(run, prov, dest, root, force, check)
     models = model_folder(run)  # the main configuration, as melanoma-predict finds it
     tmp, old = (dest.with_name(f'.{dest.name}.{s}-{os.getpid()}') for s in ('new', 'old'))
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         exact = _publish_files(run, prov, tmp, models)
         files = {str(p.relative_to(tmp)): p for p in sorted(tmp.rglob('*')) if p.is_file()}
-        size, big = sum(p.stat().st_size for p in files.values()), [f for f, p in files.items() if p.stat().st_size > PUBLISH_MAX_MIB['file'] * 2**20]
-        if big or size > PUBLISH_MAX_MIB['total'] * 2**20:
-            raise RunError(f"{run} is too large to commit: {size / 2**20:.0f} MiB (at most {PUBLISH_MAX_MIB['total']})" + (f"; over {PUBLISH_MAX_MIB['file']} MiB: {', '.join(big)}" if big else '') + ". Nothing was changed.")
-        save_json(dict(run=run.resolve().name, profile=prov.get('profile'), overrides=prov.get('overrides') or {}, run_git_commit=prov.get('git_commit'),
-                       published_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), published_from_commit=git_commit(root),
-                       models=dict(folder=str(models.relative_to(run)), dtype='float16', exact=exact,
-                                   note='exact float16 copies: the run rounded its fold models to float16 values before they predicted' if exact else
-                                        "float16 copies of the run's float32 fold models: their probabilities can differ from the run's in the last digits"),
-                       total_mib=round(size / 2**20, 1), files={f: file_sha256(p) for f, p in files.items()}), tmp/PUBLISHED)
-        if dest.exists(): os.replace(dest, old)
-        try: os.replace(tmp, dest)
-        except BaseException:
-            if old.exists(): os.replace(old, dest)  # the earlier report back in place
-            raise
+        size = _check_size(run, files)
+        save_json(_published_record(run, prov, root, models, exact, size, files), tmp/PUBLISHED)
+        _swap_in(tmp, dest, old)
     finally: shutil.rmtree(tmp, ignore_errors=True); shutil.rmtree(old, ignore_errors=True)
     return dest
 

@@ -124,11 +124,11 @@ def test_publish_refuses_and_changes_nothing(published, tmp_path, capsys):
 def test_a_failed_publish_keeps_the_old_report(published, monkeypatch):
     root, run, dest = published
     before = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob('*') if p.is_file()}
-    monkeypatch.setattr(report, 'PUBLISH_MAX_MIB', dict(file=20, total=0.01))
+    monkeypatch.setattr(publish, 'PUBLISH_MAX_MIB', dict(file=20, total=0.01))
     with pytest.raises(RunError, match=r'is too large to commit: .* MiB \(at most 0.01\).*Nothing was changed'): publish_run(run, check=False, force=True, root=root)
     monkeypatch.undo()
     def boom(*a): raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(report, '_publish_files', boom)
+    monkeypatch.setattr(publish, '_publish_files', boom)
     with pytest.raises(OSError): publish_run(run, check=False, force=True, root=root)
     assert {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob('*') if p.is_file()} == before
     assert [p.name for p in dest.parent.iterdir() if p.name.startswith('.report.')] == []
