@@ -6,14 +6,9 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/clean.html.md"""
 
 # %% ../nbs/95_clean.ipynb #b41b6c20
 from __future__ import annotations
-import base64, hashlib, json, os, re, shutil, subprocess, sys, time
-from datetime import datetime, timezone
+import json, os, re, shutil
 from pathlib import Path
-from typing import Annotated
-from fastcore.script import call_parse
-from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError, has_models,
-                                     machine_text, file_sha256, REFERENCE, reduced, _as_set, Once)
-
+from .profiles import machine_text, reduced, _as_set
 
 # %% auto #0
 __all__ = ['RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'machine_paths', 'recorded_paths', 'scrub', 'is_test_cell',

@@ -7,20 +7,16 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/gpu.html.md"""
 # %% ../nbs/92_gpu.ipynb #a1267c97
 from __future__ import annotations
 import json, os, re, shutil, subprocess, tarfile, time, warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 import numpy as np, pandas as pd, torch
-from PIL import Image
 from fastcore.script import call_parse
-from fasttransform import Transform
 with warnings.catch_warnings():  # torch 2.14 warns, on import, that fastai uses torch.jit.script: harmless here (as in augment)
     warnings.simplefilter('ignore', FutureWarning)
-    from fastai.data.core import TfmdDL, DataLoaders
-    from fastai.torch_core import TensorImage
-from .data import TASKS, label_view, read_rgb
-from .profiles import load_profile, resolve_device, save_json, atomic_write, ProfileError
-from .loaders import squish, resize_all, device_images, clear_cache, IndexedImages, DeviceDL, ChannelsLast, tensor_path, tensor_dls
+    from fastai.data.core import DataLoaders
+from .data import TASKS
+from .profiles import load_profile, resolve_device, save_json, ProfileError
+from .loaders import IndexedImages, DeviceDL, ChannelsLast
 
 # %% auto #0
 __all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'CPU_BUDGETS', 'CPU_OTHER_S', 'MiB', 'SKIP', 'GpuBusy',

@@ -8,7 +8,6 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/loaders.html.md"""
 from __future__ import annotations
 import os, warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 import numpy as np, pandas as pd, torch
 from PIL import Image
 from fasttransform import Transform

@@ -6,12 +6,12 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/report.html.md"""
 
 # %% ../nbs/91_report.ipynb #8cf916b8
 from __future__ import annotations
-import base64, hashlib, json, os, re, shutil, subprocess, time
+import json, os, re, shutil, time
 from datetime import datetime, timezone
 from pathlib import Path
 from fastcore.script import call_parse
-from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError, has_models,
-                                     machine_text, file_sha256, REFERENCE, reduced, _as_set)
+from .profiles import (project_root, load_profile, provenance, save_json, git_commit, ProfileError, has_models,
+                                     machine_text, REFERENCE, _as_set)
 
 # %% auto #0
 __all__ = ['RUN_NAME', 'RESERVED', 'RunError', 'RunInterrupted', 'check_run_name', 'lock_run', 'new_run_dir', 'execute',

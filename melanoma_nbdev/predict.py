@@ -6,24 +6,16 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/predict.html.md"""
 
 # %% ../nbs/08_predict.ipynb #18eda60d
 from __future__ import annotations
-import hashlib, io, json, os, re, sys, time, warnings
-from contextlib import redirect_stdout
+import hashlib, io, json, re, sys, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 import numpy as np, pandas as pd, torch
-from torch import nn
-from PIL import Image, ImageDraw, ImageFont, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from fastcore.script import call_parse
-from fastprogress.fastprogress import progress_bar
-from pytorch_grad_cam import GradCAM
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from .data import CLASSES, DataError, check_image, read_rgb, find_data, _rows
-from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
-from .gradcam import target_layer, overlay, _save_state, _restore_state
-from .error_analysis import per_class_table, ece, lesion_bootstrap
-from .risk import risk_levels, risk_metrics, check_rule_unit, RISK_LEVELS, RISK_SENSITIVITY, RISK_UNIT
-from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256, has_models, REFERENCE, reduced
+from .data import CLASSES, DataError, check_image, _rows
+from .kfold import FoldEnsemble
+from .profiles import atomic_write, save_json, git_commit, hardware, package_versions, file_sha256
 from .scoring import (DISCLAIMER, CommandError, run_of, model_folder, load_risk_rule, load_ensemble, risk_rule, predict_images, predictions_frame,
                                     save_prediction_png, training_overlap, training_data, evaluate, bootstrap_cis, image_metrics, lesion_means, _model_info)
 

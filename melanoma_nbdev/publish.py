@@ -6,17 +6,14 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/publish.html.md"""
 
 # %% ../nbs/97_publish.ipynb #75a9e4d9
 from __future__ import annotations
-import base64, hashlib, json, os, re, shutil, subprocess, sys, time
+import json, os, re, shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated
 from fastcore.script import call_parse
-from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError, has_models,
-                                     machine_text, file_sha256, REFERENCE, reduced, _as_set, Once)
-from .render import numbered, render_run
-from .pipeline import RunError, read_provenance, run_folder, _say
+from .profiles import project_root, save_json, git_commit, file_sha256, REFERENCE, reduced
 from .clean import process_nb
-from .render import nb_markdown
+from .render import numbered, nb_markdown
+from .pipeline import RunError, read_provenance, run_folder, _say
 
 # %% auto #0
 __all__ = ['PUBLISHED', 'OPTIONAL', 'PUBLISH_MAX_MIB', 'RENDERED', 'publishable', 'publish_run', 'check_published',

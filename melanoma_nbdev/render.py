@@ -6,14 +6,10 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/render.html.md"""
 
 # %% ../nbs/96_render.ipynb #27503e6f
 from __future__ import annotations
-import base64, hashlib, json, os, re, shutil, subprocess, sys, time
-from datetime import datetime, timezone
+import base64, hashlib, json, os, re, shutil, subprocess, time
 from pathlib import Path
-from typing import Annotated
-from fastcore.script import call_parse
-from .profiles import (project_root, load_profile, provenance, provenance_md, save_json, git_commit, ProfileError, has_models,
-                                     machine_text, file_sha256, REFERENCE, reduced, _as_set, Once)
-from .clean import machine_paths, recorded_paths, scrub, chapter_record, PROFILE_ROLE, process_nb, stage_book
+from .profiles import project_root, reduced, _as_set
+from .clean import machine_paths, recorded_paths, scrub, chapter_record, PROFILE_ROLE, stage_book
 
 # %% auto #0
 __all__ = ['TEXT_WIDTH_PT', 'REFERENCES', 'SOFTWARE', 'HEADLINE', 'FRONT_METRICS', 'DECISION_KEYS', 'CITE_RE', 'SEARCH_NOTE',

@@ -6,14 +6,12 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/risk.html.md"""
 
 # %% ../nbs/98_risk.ipynb #af05f7ba
 from __future__ import annotations
-import warnings
 from functools import partial
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from sklearn.metrics import roc_curve
 from .data import CLASSES
-from .error_analysis import (probs_of, lesion_level, lesion_bootstrap, threshold_at_sensitivity, threshold_at_specificity,
-                                           crossfit_thresholds, operating_point)
+from .error_analysis import probs_of, lesion_level, threshold_at_sensitivity, crossfit_thresholds, operating_point
 
 # %% auto #0
 __all__ = ['RISK_LEVELS', 'KERATINOCYTE', 'RISK_SENSITIVITY', 'CLINIC_PREVALENCE', 'RISK_ROWS', 'RISK_UNIT', 'risk_scores',

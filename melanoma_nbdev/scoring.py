@@ -6,7 +6,7 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/scoring.html.md"""
 
 # %% ../nbs/99_scoring.ipynb #37a11b1a
 from __future__ import annotations
-import hashlib, io, json, os, re, sys, time, warnings
+import hashlib, io, json, os, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -15,12 +15,12 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from fastprogress.fastprogress import progress_bar
 from pytorch_grad_cam import GradCAM
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from .data import CLASSES, DataError, read_rgb, find_data, _rows
+from .data import CLASSES, DataError, read_rgb, find_data
 from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
 from .gradcam import target_layer, overlay, _save_state, _restore_state
 from .error_analysis import per_class_table, ece, lesion_bootstrap
-from .risk import risk_levels, risk_metrics, check_rule_unit, RISK_LEVELS, RISK_SENSITIVITY, RISK_UNIT
-from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256, has_models, REFERENCE, reduced
+from .risk import risk_levels, risk_metrics, check_rule_unit, RISK_LEVELS, RISK_UNIT
+from .profiles import atomic_write, project_root, has_models, REFERENCE, reduced
 
 # %% auto #0
 __all__ = ['DISCLAIMER', 'RISK_RULE_FILE', 'NOT_ASSESSED', 'TRAIN_FIX', 'FOLD_FIX', 'risk_level', 'risk_rule', 'CommandError',
