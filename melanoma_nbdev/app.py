@@ -14,11 +14,12 @@ from fastcore.script import call_parse
 from PIL import Image
 from pytorch_grad_cam.utils.image import scale_cam_image
 from .data import CLASSES, CLASS_NAMES, read_rgb
-from .error_analysis import risk_scores, RISK_LEVELS
+from .risk import risk_scores, RISK_LEVELS
 from .kfold import FoldEnsemble, ensemble_dl
 from .gradcam import gradcam, overlay
-from .predict import (DISCLAIMER, TRAIN_FIX, NOT_ASSESSED, RISK_RULE_FILE, CommandError, risk_rule, load_risk_rule, run_of, model_folder, load_ensemble,
-                                    check_inputs, predict_to, captioned, _kfold_record, _model_info)
+from .scoring import (DISCLAIMER, TRAIN_FIX, NOT_ASSESSED, RISK_RULE_FILE, CommandError, risk_rule, load_risk_rule, run_of, model_folder, load_ensemble,
+                                    captioned, _kfold_record, _model_info)
+from .predict import check_inputs, predict_to
 from .profiles import project_root
 
 # %% auto #0

@@ -1,4 +1,4 @@
-"""Finds the HAM10000 folder, checks every row and image, gives the 7-class and melanoma label views, lesion-grouped stratified folds, and fastai `DataLoaders`.
+"""Finds the HAM10000 folder, checks every row and image, gives the 7-class and melanoma label views, and lesion-grouped stratified folds (the fastai `DataLoaders` built on them are appendix 94, `loaders`).
 
 Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/data.html.md"""
 
@@ -22,7 +22,7 @@ __all__ = ['CLASSES', 'CLASS_NAMES', 'COLUMNS', 'TASKS', 'DATASETS', 'SYNTHETIC_
            'make_synthetic', 'read_metadata', 'check_image', 'check_images', 'load_dataset', 'read_test_labels',
            'load_test_set', 'make_synthetic_test', 'label_view', 'add_folds', 'fold_shares', 'max_share_gap',
            'fold_table', 'sample_lesions', 'split_limits', 'check_split', 'split', 'read_rgb', 'decode_images',
-           'get_dls', 'melanoma_data']
+           'melanoma_data']
 
 # %% ../nbs/00_data.ipynb #7959aec3
 CLASSES = ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc']
@@ -412,31 +412,6 @@ def decode_images(paths, # image files
     from fastprogress.fastprogress import progress_bar
     paths = list(dict.fromkeys(map(str, paths)))
     with ThreadPoolExecutor(n_workers or os.cpu_count()) as ex: return dict(zip(paths, progress_bar(ex.map(read_rgb, paths), total=len(paths), leave=False)))
-
-# %% ../nbs/00_data.ipynb #c3b135da
-def get_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`
-            valid_fold:int, # the fold used for validation
-            task:str='dx', # 'dx' or 'melanoma' (see `label_view`)
-            img_size:int=224, # square side in pixels
-            bs:int=64, # batch size
-            batch_tfms=None, # fastai batch transforms (augmentation, normalisation)
-            seed:int=42, # seed of the shuffling
-            device:str='cpu', # torch device
-            num_workers:int=0, # loader processes
-            images:dict|None=None, # decoded images from `decode_images` (default: read the files)
-            tensor:bool|None=None # pre-squished images in one tensor on `device` (`gpu.tensor_dls`); None: on (False: fastai's PIL path)
-           ):
-    "fastai `DataLoaders` with fold `valid_fold` as validation."
-    from melanoma_nbdev.gpu import tensor_path, tensor_dls
-    if tensor_path(device, tensor): return tensor_dls(df, valid_fold, task, img_size, bs, batch_tfms, seed, device, images)
-    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, ColReader, ColSplitter, Resize, ResizeMethod, set_seed
-    if valid_fold not in set(df.fold): raise ValueError(f"valid_fold={valid_fold} is not a fold of this table (folds: {sorted(set(df.fold))}).")
-    d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold)
-    get_x = ColReader('path') if images is None else (lambda r: images[r['path']])
-    db = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=TASKS[task])), get_x=get_x, get_y=ColReader('label'),
-                   splitter=ColSplitter('is_valid'), item_tfms=Resize(img_size, method=ResizeMethod.Squish), batch_tfms=batch_tfms)
-    set_seed(seed)
-    return db.dataloaders(d, bs=bs, device=device, num_workers=num_workers)
 
 # %% ../nbs/00_data.ipynb #7a0ad50c
 def _cli_int(name:str, v:int, lo:int, hi:int, why:str=''):

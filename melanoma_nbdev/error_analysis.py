@@ -26,15 +26,12 @@ from sklearn.preprocessing import StandardScaler
 from .kfold import multiclass_metrics, ensemble_dl
 
 # %% auto #0
-__all__ = ['LESION_COLUMNS', 'HEADLINE', 'RISK_LEVELS', 'KERATINOCYTE', 'RISK_SENSITIVITY', 'CLINIC_PREVALENCE', 'RISK_ROWS',
-           'RISK_UNIT', 'DECISION_RULES', 'probs_of', 'age_group', 'add_decisions', 'eval_frame', 'lesion_level',
+__all__ = ['LESION_COLUMNS', 'HEADLINE', 'DECISION_RULES', 'probs_of', 'age_group', 'add_decisions', 'eval_frame', 'lesion_level',
            'confusion_tables', 'plot_confusion', 'per_class_table', 'plot_class_curves', 'ece', 'brier',
            'classwise_ece', 'temper', 'fit_temperature', 'crossfit_temperature', 'plot_reliability',
            'plot_class_reliability', 'headline_metrics', 'lesion_bootstrap', 'verdict', 'paired_bootstrap',
            'threshold_at_sensitivity', 'threshold_at_specificity', 'crossfit_thresholds', 'operating_point',
-           'plot_melanoma_curves', 'risk_scores', 'risk_targets', 'risk_levels', 'choose_risk_rule',
-           'crossfit_risk_levels', 'ppv_at', 'risk_metrics', 'risk_table', 'plot_risk_rule', 'risk_rule_from_oof',
-           'check_rule_unit', 'slice_metrics', 'slice_table', 'plot_slices', 'missed_melanomas', 'false_alarms',
+           'plot_melanoma_curves', 'slice_metrics', 'slice_table', 'plot_slices', 'missed_melanomas', 'false_alarms',
            'confident_errors', 'show_gallery', 'class_priors', 'prior_correct', 'fold_priors', 'with_rule',
            'decision_metrics', 'choose_decision_rule', 'shortcut_gap', 'oof_features', 'dx_type_probe']
 
@@ -354,142 +351,6 @@ def plot_melanoma_curves(is_mel:np.ndarray, # true: melanoma
     a.legend(fontsize=8, loc='lower right'); b.legend(fontsize=8, loc='upper right')
     fig.tight_layout()
     return fig
-
-# %% ../nbs/06_error_analysis.ipynb #6022d854
-RISK_LEVELS = ('High: melanoma suspected', 'Moderate: bcc/akiec suspected', 'Not flagged: does not exclude melanoma')
-KERATINOCYTE = ('bcc', 'akiec')            # the second, less urgent flag: basal cell carcinoma, actinic keratosis / intraepithelial carcinoma
-RISK_SENSITIVITY = dict(mel=.95, ka=.90)   # the sensitivity each cut-off must reach on the predictions it is chosen on
-CLINIC_PREVALENCE = dict(mel=.05, ka=.10)  # ASSUMED shares of melanoma and of bcc/akiec among lesions seen in a referral clinic (not measured here; replace by a local figure)
-
-def risk_scores(probs:np.ndarray, # (n, n_classes) probabilities
-                classes:list=CLASSES # class names, in column order
-               )->tuple:
-    "The rule's two scores per row: p(mel) and p(bcc) + p(akiec)."
-    probs = np.asarray(probs, float)
-    return probs[:, classes.index('mel')], probs[:, [classes.index(c) for c in KERATINOCYTE]].sum(1)
-
-def risk_targets(y:np.ndarray, # true class index per row
-                 classes:list=CLASSES # class names, in index order
-                )->tuple:
-    "What each flag looks for, per row: is a melanoma; is a bcc or akiec."
-    names = np.array(classes)[np.asarray(y, int)]
-    return names == 'mel', np.isin(names, KERATINOCYTE)
-
-def risk_levels(probs:np.ndarray, # (n, n_classes) probabilities
-                t_mel, # melanoma cut-off: a number, or one per row
-                t_ka, # bcc/akiec cut-off: a number, or one per row
-                classes:list=CLASSES # class names, in column order
-               )->np.ndarray:
-    "Each row's level (`RISK_LEVELS`): High if p(mel) >= t_mel whatever the top class; else Moderate if p(bcc)+p(akiec) >= t_ka; else Not flagged."
-    pm, pk = risk_scores(probs, classes)
-    return np.where(pm >= np.asarray(t_mel, float), RISK_LEVELS[0], np.where(pk >= np.asarray(t_ka, float), RISK_LEVELS[1], RISK_LEVELS[2]))
-
-def choose_risk_rule(y:np.ndarray, # true class index per row
-                     probs:np.ndarray, # (n, n_classes) probabilities
-                     sensitivity:dict=RISK_SENSITIVITY, # target sensitivity of each flag ('mel', 'ka')
-                     classes:list=CLASSES # class names, in column order
-                    )->dict:
-    "Per flag ('mel', 'ka'): `threshold_at_sensitivity` on these rows, i.e. the highest cut-off reaching the target, with its sensitivity and specificity."
-    (is_mel, is_ka), (pm, pk) = risk_targets(y, classes), risk_scores(probs, classes)
-    return dict(mel=threshold_at_sensitivity(is_mel, pm, sensitivity['mel']), ka=threshold_at_sensitivity(is_ka, pk, sensitivity['ka']))
-
-def crossfit_risk_levels(y:np.ndarray, # true class index per row
-                         probs:np.ndarray, # (n, n_classes) OOF probabilities
-                         folds:np.ndarray, # the fold of each row
-                         sensitivity:dict=RISK_SENSITIVITY, # see `choose_risk_rule`
-                         classes:list=CLASSES # class names, in column order
-                        )->tuple:
-    "Each row's level with both cut-offs chosen on the other folds only (`crossfit_thresholds`); the per-row cut-offs and the cut-offs by fold, per flag."
-    (is_mel, is_ka), (pm, pk) = risk_targets(y, classes), risk_scores(probs, classes)
-    t_mel, by_mel = crossfit_thresholds(is_mel, pm, folds, partial(threshold_at_sensitivity, sensitivity=sensitivity['mel']))
-    t_ka, by_ka = crossfit_thresholds(is_ka, pk, folds, partial(threshold_at_sensitivity, sensitivity=sensitivity['ka']))
-    return risk_levels(probs, t_mel, t_ka, classes), dict(mel=t_mel, ka=t_ka), dict(mel=by_mel, ka=by_ka)
-
-# %% ../nbs/06_error_analysis.ipynb #a69ce5ef
-def ppv_at(sensitivity:float, # of the flag
-           specificity:float, # of the flag
-           prevalence:float # share of the target condition
-          )->float:
-    "Positive predictive value at `prevalence` (Bayes' rule); NaN where nothing would be flagged."
-    tp, fp = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
-    return float(tp / (tp + fp)) if tp + fp > 0 else np.nan
-
-def risk_metrics(d:pd.DataFrame, # rows with `y`, `p_<class>` and the cut-off columns `t_mel`, `t_ka`
-                 prevalence:dict=CLINIC_PREVALENCE # assumed clinic prevalence of 'mel' and 'ka'
-                )->dict:
-    "Per flag (mel, ka, any): sensitivity, specificity, PPV and NNE at the data's and at the clinic prevalence; the share at each level and of melanomas Not flagged."
-    p = probs_of(d); (is_mel, is_ka), (pm, pk) = risk_targets(d.y.to_numpy()), risk_scores(p)
-    f_mel, f_ka = pm >= d.t_mel.to_numpy(float), pk >= d.t_ka.to_numpy(float)
-    prev, out = dict(prevalence, any=prevalence['mel'] + prevalence['ka']), {}
-    for k, flag, target in (('mel', f_mel, is_mel), ('ka', f_ka, is_ka), ('any', f_mel | f_ka, is_mel | is_ka)):
-        op = operating_point(target, flag.astype(float), 1.)
-        for where, pr in (('data', float(target.mean())), ('clinic', prev[k])):
-            ppv = ppv_at(op['sensitivity'], op['specificity'], pr) if target.any() and (~target).any() else np.nan
-            out[f'{k}: ppv_{where}'], out[f'{k}: nne_{where}'] = ppv, 1 / ppv if ppv > 0 else np.nan
-        out[f'{k}: sensitivity'], out[f'{k}: specificity'] = op['sensitivity'], op['specificity']
-    lv = risk_levels(p, d.t_mel.to_numpy(float), d.t_ka.to_numpy(float))
-    out.update({f'share {name.split(":")[0]}': float((lv == name).mean()) for name in RISK_LEVELS})
-    out['mel: share Not flagged'] = float((lv[is_mel] == RISK_LEVELS[2]).mean()) if is_mel.any() else np.nan
-    return out
-
-RISK_ROWS = {'mel': 'High (p(mel) >= t_mel), for melanoma', 'ka': 'Moderate flag (p(bcc)+p(akiec) >= t_ka), for bcc/akiec', 'any': 'any flag (High or Moderate), for mel/bcc/akiec'}
-
-def risk_table(ci:pd.DataFrame # `lesion_bootstrap` of `risk_metrics` (estimate, lo, hi)
-              )->pd.DataFrame:
-    "One row per flag (`RISK_ROWS`), per measure its estimate and 95% interval as `<measure>`, `<measure> lo`, `<measure> hi`."
-    rows = {}
-    for k, name in RISK_ROWS.items():
-        rows[name] = {f'{m}{s}': ci.loc[f'{k}: {m}', col] for m in ('sensitivity', 'specificity', 'ppv_data', 'nne_data', 'ppv_clinic', 'nne_clinic')
-                      for s, col in (('', 'estimate'), (' lo', 'lo'), (' hi', 'hi'))}
-    return pd.DataFrame.from_dict(rows, orient='index')
-
-# %% ../nbs/06_error_analysis.ipynb #f4b0bcee
-def plot_risk_rule(y:np.ndarray, # true class index per row
-                   probs:np.ndarray, # (n, n_classes) probabilities
-                   rule:dict, # `choose_risk_rule` on these rows
-                   by_fold:dict|None=None, # cross-fitted cut-offs by fold, per flag (`crossfit_risk_levels`)
-                   sensitivity:dict=RISK_SENSITIVITY, # the targets, drawn as dashed lines
-                   title:str='' # the figure's title
-                  )->plt.Figure:
-    "Sensitivity and specificity of the melanoma flag (left) and the bcc/akiec flag (right) against their cut-off, with the target and the chosen cut-off."
-    fig, axs = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    names = dict(mel=('melanoma flag (High)', 'p(mel)'), ka=('bcc/akiec flag (Moderate)', 'p(bcc) + p(akiec)'))
-    for ax, k, target, score in zip(axs, ('mel', 'ka'), risk_targets(y), risk_scores(probs)):
-        fpr, tpr, thr = roc_curve(target, score, drop_intermediate=False)
-        ax.step(np.clip(thr, 0, 1), tpr, where='post', label='sensitivity'); ax.step(np.clip(thr, 0, 1), 1 - fpr, where='post', label='specificity')
-        ax.axhline(sensitivity[k], ls='--', c='grey', lw=1, label=f'target sensitivity {sensitivity[k]:.2f}')
-        ax.axvline(rule[k]['threshold'], c='k', lw=1.2, label=f"chosen cut-off {rule[k]['threshold']:.3f}")
-        for t in (by_fold or {}).get(k, {}).values(): ax.plot(t, 1.03, 'v', c='tab:red', ms=6, clip_on=False)
-        ax.set(title=names[k][0], xlabel=f'cut-off on {names[k][1]} (probability, 0-1)', xlim=(0, 1), ylim=(0, 1.06))
-        ax.legend(fontsize=8, loc='center right')
-    axs[0].set_ylabel('sensitivity or specificity (share, 0-1)')
-    fig.suptitle(title + (' (red ticks: cross-fitted cut-offs by fold)' if by_fold else ''), fontsize=11); fig.tight_layout()
-    return fig
-
-RISK_UNIT = 'image'   # what `melanoma-predict`, the app and the locked test decide on: one image (its fold-ensemble probabilities)
-
-def risk_rule_from_oof(oof:pd.DataFrame, # pooled OOF predictions (`lesion_id`, `y`, `fold`, `p_<class>`)
-                       sensitivity:dict=RISK_SENSITIVITY # see `choose_risk_rule`
-                      )->dict:
-    "The deployable rule: both cut-offs chosen on all OOF images (`RISK_UNIT`, the unit it is applied to); lesion-level cut-offs for reference."
-    lev = lesion_level(oof, kinds=('p',))
-    img, les = choose_risk_rule(oof.y.to_numpy(), probs_of(oof), sensitivity), choose_risk_rule(lev.y.to_numpy(), probs_of(lev), sensitivity)
-    is_mel, is_ka = risk_targets(oof.y.to_numpy())
-    return dict(t_mel=img['mel']['threshold'], t_ka=img['ka']['threshold'], levels=list(RISK_LEVELS), target_sensitivity=dict(sensitivity),
-                scores=dict(t_mel='p(mel)', t_ka='p(bcc) + p(akiec)'), classes=list(CLASSES), unit=RISK_UNIT,
-                chosen_on='all pooled plain OOF predictions of the main configuration (HAM10000), one image each, by the fold model that did not train on it',
-                n_images=len(oof), n_lesions=len(lev), n_melanoma_images=int(is_mel.sum()), n_bcc_akiec_images=int(is_ka.sum()),
-                in_sample=dict(image=img, lesion=les), clinic_prevalence_assumed=dict(CLINIC_PREVALENCE))
-
-def check_rule_unit(rule:dict, # a risk rule (`risk_rule_from_oof`, or a `risk_rule.json` read back)
-                    unit:str=RISK_UNIT, # the unit it is about to be applied to
-                    where:str='risk rule' # what to name in the message (e.g. the file)
-                   )->dict:
-    "`rule` if its cut-offs were chosen on `unit`; else a `ValueError`: a cut-off keeps its sensitivity only on the unit it was chosen on."
-    if rule.get('unit') == unit: return rule
-    raise ValueError(f"{where}: its cut-offs were chosen on unit {rule.get('unit')!r} but are applied to {unit!r} predictions, where their stated sensitivity does not hold. "
-                     f"Fix: derive the rule on {unit} predictions (execute chapter 06 for this run again).")
-
 
 # %% ../nbs/06_error_analysis.ipynb #3e89b802
 def _flag(d:pd.DataFrame, threshold)->np.ndarray:

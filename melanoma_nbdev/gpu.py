@@ -1,4 +1,4 @@
-"""The tensor data path that keeps a GPU busy, the benchmark, the sizing of the `full` profile to a GPU window, and the packing of a GPU run's results (tools/gpu-run).
+"""The benchmark, the sizing of the `full` profile to a GPU window, the preflights, and the packing of a GPU run's results (tools/gpu-run). The tensor data path that keeps a GPU busy is data, not GPU code: appendix 94, `loaders`.
 
 Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/gpu.html.md"""
 
@@ -7,156 +7,22 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/gpu.html.md"""
 # %% ../nbs/92_gpu.ipynb #a1267c97
 from __future__ import annotations
 import json, os, re, shutil, subprocess, tarfile, time, warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 import numpy as np, pandas as pd, torch
-from PIL import Image
 from fastcore.script import call_parse
-from fasttransform import Transform
 with warnings.catch_warnings():  # torch 2.14 warns, on import, that fastai uses torch.jit.script: harmless here (as in augment)
     warnings.simplefilter('ignore', FutureWarning)
-    from fastai.data.core import TfmdDL, DataLoaders
-    from fastai.torch_core import TensorImage
-from .data import TASKS, label_view, read_rgb
-from .profiles import load_profile, resolve_device, save_json, atomic_write, ProfileError
+    from fastai.data.core import DataLoaders
+from .data import TASKS
+from .profiles import load_profile, resolve_device, save_json, ProfileError
+from .loaders import IndexedImages, DeviceDL, ChannelsLast
 
 # %% auto #0
-__all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'CPU_BUDGETS', 'CPU_OTHER_S', 'MiB', 'SKIP', 'squish',
-           'resize_all', 'device_images', 'clear_cache', 'IndexedImages', 'DeviceDL', 'ChannelsLast', 'tensor_path',
-           'tensor_dls', 'GpuBusy', 'synthetic_dls', 'bare_step_rate', 'measure_throughput', 'step_jobs',
-           'predict_seconds', 'total_seconds', 'measure_rates', 'preflight', 'preflight_text', 'cpu_preflight',
-           'cpu_preflight_text', 'melanoma_benchmark', 'pack_run', 'merge_provenance', 'unpack_run', 'packed_exact',
-           'melanoma_pack']
-
-# %% ../nbs/92_gpu.ipynb #860e8f2e
-def squish(img, # an RGB uint8 array (H, W, 3) or an image file
-           size:int # square side in pixels
-          )->np.ndarray:
-    "`img` squished to (size, size, 3) exactly as fastai's `Resize(size, method='squish')` does on a PIL image (PIL bilinear)."
-    im = Image.fromarray(img) if isinstance(img, np.ndarray) else Image.open(img).convert('RGB')
-    return np.asarray(im.resize((size, size), Image.BILINEAR))
-
-def resize_all(paths:list, # image files
-               size:int, # square side in pixels
-               images:dict|None=None, # decoded images (`decode_images`) keyed by path; default: read the files
-               n_workers:int|None=None # threads (default: CPU count)
-              )->torch.Tensor:
-    "Every image squished to `size`, as one uint8 tensor (N, 3, size, size) in the order of `paths`."
-    one = lambda p: squish(images[p] if images is not None and p in images else read_rgb(p), size)  # a path the decoded images lack is read from its file
-    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    def put(ip): i, p = ip; out[i] = torch.from_numpy(one(p)).permute(2, 0, 1)
-    with ThreadPoolExecutor(n_workers or os.cpu_count()) as ex: list(ex.map(put, enumerate(map(str, paths))))
-    return out
-
-# %% ../nbs/92_gpu.ipynb #7c5ebc79
-_CACHE = {}
-
-def device_images(paths:list, # image files
-                  size:int, # square side in pixels
-                  device:str, # torch device to keep the tensor on
-                  images:dict|None=None # decoded images (`decode_images`), default: read the files
-                 )->tuple:
-    "(uint8 tensor of all images on `device`, {path: row}); built once per size and device, reused while it holds every path asked for."
-    paths, key = list(dict.fromkeys(map(str, paths))), (size, str(torch.device(device)))
-    x, rows = _CACHE.get(key, (None, {}))
-    if x is None or any(p not in rows for p in paths):
-        keep = paths  # the paths asked for (an earlier tensor's other images may be in no `images` given now)
-        _CACHE.pop(key, None)  # free the old tensor before building the new one
-        x, rows = resize_all(keep, size, images).to(device), {p: i for i, p in enumerate(keep)}
-        _CACHE[key] = (x, rows)
-    return x, rows
-
-def clear_cache():
-    "Drop the cached image tensors (and free their device memory)."
-    _CACHE.clear()
-    if torch.cuda.is_available(): torch.cuda.empty_cache()
-
-# %% ../nbs/92_gpu.ipynb #6ffa6262
-class IndexedImages(torch.utils.data.Dataset):
-    "Rows of a device tensor of images: item i is the index i; the loader gathers whole batches on the device."
-    def __init__(self, x:torch.Tensor, # all images, uint8 (N, 3, S, S), on the device
-                 rows:torch.Tensor, # row of `x` of each item
-                 y:torch.Tensor, # class index of each item
-                 items:pd.DataFrame, # the table rows of the items, in item order
-                 vocab:list, # class names
-                 meta:torch.Tensor|None=None, # per-item metadata vectors (float), or None
-                 split_idx:int|None=None # 0: training items (augmented), 1: validation items
-                ):
-        from fastai.data.transforms import CategoryMap
-        dev = x.device
-        self.x, self.rows, self.y, self.items, self.meta = x, rows.to(dev), y.to(dev), items, None if meta is None else meta.to(dev)
-        self.vocab, self.split_idx = CategoryMap(list(vocab), sort=False), split_idx
-    def __len__(self): return len(self.rows)
-    def __getitem__(self, i): return i
-    def set_split_idx(self, i):
-        "Context manager: batch transforms act as on split `i` (0 train, augmented; 1 valid), as fastai's `Datasets` do."
-        from contextlib import contextmanager
-        @contextmanager
-        def cm():
-            old = self.split_idx; self.split_idx = i
-            try: yield self
-            finally: self.split_idx = old
-        return cm()
-    def batch(self, idx):
-        "The batch of items `idx` (a list, or an index tensor on the device): (images, [metadata,] labels), gathered on the device."
-        from fastai.torch_core import TensorImage, TensorCategory
-        i = torch.as_tensor(idx, device=self.rows.device)
-        xb = TensorImage(self.x[self.rows[i]])
-        return (xb, self.meta[i], TensorCategory(self.y[i])) if self.meta is not None else (xb, TensorCategory(self.y[i]))
-
-# %% ../nbs/92_gpu.ipynb #da8e8fe9
-class DeviceDL(TfmdDL):
-    "A fastai `TfmdDL` over `IndexedImages`: one gather per batch on the device, then the batch transforms there."
-    def create_item(self, s): return 0 if s is None else s
-    def do_batch(self, b): return self.dataset.batch(list(b))
-    def create_batches(self, samps):
-        idx = torch.as_tensor(list(samps), device=self.dataset.rows.device)  # one host-to-device copy per epoch, not one (synchronising) per batch
-        for k in range(0, len(idx), self.bs):
-            b = idx[k:k+self.bs]
-            if len(b) < self.bs and self.drop_last: break
-            yield self.dataset.batch(b)
-
-class ChannelsLast(Transform):
-    "Batch images in channels-last memory (what convolutions on a GPU want); values unchanged."
-    order = 100
-    def encodes(self, x:TensorImage): return x.contiguous(memory_format=torch.channels_last)
-
-# %% ../nbs/92_gpu.ipynb #64983ce1
-def tensor_path(device:str, # the loaders' torch device
-                tensor:bool|None=None # force the tensor path on (True) or off (False: fastai's PIL path); None: on, on every device
-               )->bool:
-    "Whether `get_dls` takes the tensor path: on every device unless turned off, so that no epoch decodes or resizes an image again."
-    return bool(tensor) if tensor is not None else True
-
-# %% ../nbs/92_gpu.ipynb #0475b7f5
-def tensor_dls(df:pd.DataFrame, # checked metadata with `path`, `dx` and `fold`
-               valid_fold:int, # the fold used for validation
-               task:str='dx', # 'dx' or 'melanoma'
-               img_size:int=224, # square side in pixels
-               bs:int=64, # batch size
-               batch_tfms=None, # fastai batch transforms (augmentation, normalisation), run on the device
-               seed:int=42, # seed of the shuffling
-               device:str='cuda', # torch device that holds the images and runs the transforms
-               images:dict|None=None, # decoded images (`decode_images`), default: read the files
-               meta:np.ndarray|None=None # (len(df), k) metadata vectors: batches become (image, metadata, label)
-              )->DataLoaders:
-    "fastai `DataLoaders` like `get_dls`'s, from one uint8 tensor of pre-squished images kept on `device`."
-    from fastai.vision.all import IntToFloatTensor, set_seed
-    if valid_fold not in set(df.fold): raise ValueError(f"valid_fold={valid_fold} is not a fold of this table (folds: {sorted(set(df.fold))}).")
-    x, rows = device_images(df.path, img_size, device, images)
-    d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold)
-    vocab = TASKS[task]
-    y, r = d.label.map({c: i for i, c in enumerate(vocab)}).to_numpy(), d.path.astype(str).map(rows).to_numpy()
-    m = None if meta is None else torch.as_tensor(np.asarray(meta, dtype=np.float32))
-    def ds(mask, split): return IndexedImages(x, torch.as_tensor(r[mask]), torch.as_tensor(y[mask]), d[mask], vocab, None if m is None else m[mask], split)
-    tfms = [IntToFloatTensor(), *(batch_tfms or [])] + ([ChannelsLast()] if torch.device(device).type == 'cuda' else [])
-    if torch.device(device).type == 'cuda': torch.backends.cudnn.benchmark = True  # fixed batch shapes: cuDNN picks its fastest kernels once
-    set_seed(seed)
-    va = d.is_valid.to_numpy()
-    dls = [DeviceDL(ds(~va, 0), bs=bs, shuffle=True, drop_last=True, num_workers=0, after_batch=tfms, device=device),
-           DeviceDL(ds(va, 1), bs=bs, shuffle=False, drop_last=False, num_workers=0, after_batch=tfms, device=device)]
-    return DataLoaders(*dls, device=device)
+__all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'CPU_BUDGETS', 'CPU_OTHER_S', 'MiB', 'SKIP', 'GpuBusy',
+           'synthetic_dls', 'bare_step_rate', 'measure_throughput', 'step_jobs', 'predict_seconds', 'total_seconds',
+           'measure_rates', 'preflight', 'preflight_text', 'cpu_preflight', 'cpu_preflight_text', 'melanoma_benchmark',
+           'pack_run', 'merge_provenance', 'unpack_run', 'packed_exact', 'melanoma_pack']
 
 # %% ../nbs/92_gpu.ipynb #2151a055
 class GpuBusy:
@@ -406,7 +272,7 @@ def melanoma_benchmark(profile:str='full', # run profile (settings.ini section)
                        out:str=None # also write the numbers to this JSON file
                       ):
     "Training and inference images/s of the profile's model on this machine and the GPU's busy share; with --step, the preflight of a GPU run step."
-    from melanoma_nbdev.report import parse_sets
+    from melanoma_nbdev.profiles import parse_sets
     try:
         P = load_profile(profile, **parse_sets([set] if isinstance(set, str) else set))
         want = device or P.device
@@ -444,6 +310,36 @@ def _fp16(src:Path, dst:Path)->bool:
     save_file(half, str(dst))
     return all(torch.equal(v, half[k].to(v.dtype)) for k, v in sd.items())
 
+def _pack_models(run:Path, out:Path, main:str|None, models:list, max_bytes:int)->list:
+    "Write the fold `models` of configuration `main` into `out` as fp16 safetensors, recording them in the run's packed.json; the files."
+    manifest = dict(run=run.name, main=main, models={}, inexact_models=[], dropped_models=[])
+    written = []
+    for m in models:
+        f = out/f"model-{main}-{m.parent.name}.fp16.safetensors"
+        if not _fp16(m, f): manifest['inexact_models'].append(f.name)  # recorded, so that publishing says so (`packed_exact`)
+        written.append(f)
+        if f.stat().st_size > max_bytes: raise ValueError(f"{f.name} is {f.stat().st_size/MiB:.1f} MiB, over {max_bytes/MiB:.0f} MiB.")
+        manifest['models'][f.name] = str(m.relative_to(run))
+    manifest['dropped_models'] = [str(p.relative_to(run)) for p in sorted(run.rglob('*.safetensors')) if p not in models]
+    save_json(manifest, run/'packed.json')
+    return written
+
+def _pack_archive(run:Path, out:Path, n_models:int, max_files:int, max_bytes:int)->list:
+    "A tar.gz in `out` of everything in `run` but model files and rendered output, split in parts of `max_bytes` if needed; the files."
+    tgz = out/'run.tar.gz'
+    def keep(ti):
+        parts = Path(ti.name).parts
+        return None if any(p in SKIP for p in parts) or ti.name.endswith(('.safetensors', '.lock', '.tmp')) or ti.issym() else ti
+    with tarfile.open(tgz, 'w:gz') as t: t.add(run, arcname=run.name, filter=keep)
+    n_parts = -(-tgz.stat().st_size // max_bytes)
+    if n_models + n_parts > max_files: raise ValueError(f"The archive needs {n_parts} parts of {max_bytes/MiB:.0f} MiB: with {n_models} models that is over {max_files} files.")
+    if n_parts == 1: return [tgz]
+    written = []
+    with open(tgz, 'rb') as f:
+        for i in range(n_parts): (p := out/f'run.tar.gz.part{i}').write_bytes(f.read(max_bytes)); written.append(p)
+    tgz.unlink()
+    return written
+
 def pack_run(run:Path|str, # a run folder (runs/<name>)
              out:Path|str, # folder to write the packed files to
              main:str|None=None, # the main configuration's folder under kfold/ (default: the only `*_ce` one with models)
@@ -458,29 +354,7 @@ def pack_run(run:Path|str, # a run folder (runs/<name>)
         main = cands[0] if len(cands) == 1 else None
     models = sorted((kf/main).glob('fold*/model.safetensors')) if main else []
     if len(models) + 1 > max_files: raise ValueError(f"{len(models)} fold models and the archive do not fit in {max_files} files.")
-    manifest = dict(run=run.name, main=main, models={}, inexact_models=[], dropped_models=[])
-    written = []
-    for m in models:
-        f = out/f"model-{main}-{m.parent.name}.fp16.safetensors"
-        if not _fp16(m, f): manifest['inexact_models'].append(f.name)  # recorded, so that publishing says so (`packed_exact`)
-        written.append(f)
-        if f.stat().st_size > max_bytes: raise ValueError(f"{f.name} is {f.stat().st_size/MiB:.1f} MiB, over {max_bytes/MiB:.0f} MiB.")
-        manifest['models'][f.name] = str(m.relative_to(run))
-    manifest['dropped_models'] = [str(p.relative_to(run)) for p in sorted(run.rglob('*.safetensors')) if p not in models]
-    save_json(manifest, run/'packed.json')
-    tgz = out/'run.tar.gz'
-    def keep(ti):
-        parts = Path(ti.name).parts
-        return None if any(p in SKIP for p in parts) or ti.name.endswith(('.safetensors', '.lock', '.tmp')) or ti.issym() else ti
-    with tarfile.open(tgz, 'w:gz') as t: t.add(run, arcname=run.name, filter=keep)
-    n_parts = -(-tgz.stat().st_size // max_bytes)
-    if len(models) + n_parts > max_files: raise ValueError(f"The archive needs {n_parts} parts of {max_bytes/MiB:.0f} MiB: with {len(models)} models that is over {max_files} files.")
-    if n_parts > 1:
-        with open(tgz, 'rb') as f:
-            for i in range(n_parts): (p := out/f'run.tar.gz.part{i}').write_bytes(f.read(max_bytes)); written.append(p)
-        tgz.unlink()
-    else: written.append(tgz)
-    return written
+    return _pack_models(run, out, main, models, max_bytes) + _pack_archive(run, out, len(models), max_files, max_bytes)
 
 def merge_provenance(have:dict, # the local run's provenance
                      new:dict # the provenance of the same run's part made elsewhere (a GPU step)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score, roc_curve, recall_score
 from safetensors.torch import save_file, load_file
-from .data import CLASSES, get_dls, decode_images, read_rgb, sample_lesions
+from .data import CLASSES, decode_images, read_rgb, sample_lesions
+from .loaders import get_dls
 from sklearn.model_selection import StratifiedGroupKFold
 from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, LOSSES, recipe, fit_recipe, full_precision, mixed_precision_cbs)
 from .augment import aug_tfms, model_stats

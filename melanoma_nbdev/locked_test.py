@@ -14,9 +14,9 @@ from sklearn.metrics import roc_curve, log_loss
 from .data import CLASSES
 import torch
 from .kfold import sens_at_spec, ensemble_dl
-from .predict import training_overlap
-from .error_analysis import (probs_of, per_class_table, lesion_bootstrap, threshold_at_specificity, risk_rule_from_oof, risk_metrics, risk_table, check_rule_unit,
-                                            RISK_SENSITIVITY, CLINIC_PREVALENCE, DECISION_RULES, with_rule, decision_metrics, class_priors,
+from .scoring import training_overlap
+from .risk import risk_rule_from_oof, risk_metrics, risk_table, check_rule_unit, RISK_SENSITIVITY, CLINIC_PREVALENCE
+from .error_analysis import (probs_of, per_class_table, lesion_bootstrap, threshold_at_specificity, DECISION_RULES, with_rule, decision_metrics, class_priors,
                                             ece, classwise_ece, brier, fit_temperature, temper, paired_bootstrap)
 
 # %% auto #0

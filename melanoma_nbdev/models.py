@@ -143,8 +143,8 @@ def get_meta_dls(df:pd.DataFrame, # checked metadata with `path`, `dx`, `fold`
     from melanoma_nbdev.data import label_view, TASKS
     fill = age_fill(df[df.fold != valid_fold])  # from the training rows only
     d = df.assign(label=label_view(df, task).astype(str), is_valid=df.fold == valid_fold, meta=list(meta_features(df, fill).to_numpy()))
-    from melanoma_nbdev.gpu import tensor_path, tensor_dls
-    if tensor_path(device):  # the tensor path (92_gpu), on every device
+    from melanoma_nbdev.loaders import tensor_path, tensor_dls
+    if tensor_path(device):  # the tensor path (94_loaders), on every device
         dls = tensor_dls(df, valid_fold, task, img_size, bs, batch_tfms, seed, device, images, meta=np.stack(d.meta)); dls.age_fill = fill
         return dls
     db = DataBlock(blocks=(ImageBlock, TransformBlock(type_tfms=as_tensor), CategoryBlock(vocab=TASKS[task])), n_inp=2,

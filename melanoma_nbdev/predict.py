@@ -6,105 +6,25 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/predict.html.md"""
 
 # %% ../nbs/08_predict.ipynb #18eda60d
 from __future__ import annotations
-import hashlib, io, json, os, re, sys, time, warnings
-from contextlib import redirect_stdout
+import hashlib, io, json, re, sys, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 import numpy as np, pandas as pd, torch
-from torch import nn
-from PIL import Image, ImageDraw, ImageFont, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from fastcore.script import call_parse
-from fastprogress.fastprogress import progress_bar
-from pytorch_grad_cam import GradCAM
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from .data import CLASSES, DataError, check_image, read_rgb, find_data, _rows
-from .kfold import FoldEnsemble, ensemble_dl, melanoma_metrics
-from .gradcam import target_layer, overlay, _save_state, _restore_state
-from .error_analysis import per_class_table, ece, lesion_bootstrap, risk_levels, risk_metrics, check_rule_unit, RISK_LEVELS, RISK_SENSITIVITY, RISK_UNIT
-from .profiles import atomic_write, save_json, project_root, git_commit, hardware, package_versions, file_sha256, has_models, REFERENCE, reduced
+from .data import CLASSES, DataError, check_image, _rows
+from .kfold import FoldEnsemble
+from .profiles import atomic_write, save_json, git_commit, hardware, package_versions, file_sha256
+from .scoring import (DISCLAIMER, CommandError, run_of, model_folder, load_risk_rule, load_ensemble, risk_rule, predict_images, predictions_frame,
+                                    save_prediction_png, training_overlap, training_data, evaluate, bootstrap_cis, image_metrics, lesion_means, _model_info)
 
 # %% auto #0
-__all__ = ['DISCLAIMER', 'RISK_RULE_FILE', 'NOT_ASSESSED', 'TRAIN_FIX', 'FOLD_FIX', 'MIN_SIDE', 'MAX_ASPECT', 'IMAGE_SUFFIXES',
-           'INPUT_FIX', 'LABEL_COLUMNS', 'LABELS_FIX', 'risk_level', 'risk_rule', 'CommandError', 'run_of',
-           'load_risk_rule', 'check_number', 'check_device', 'check_options', 'newest_trained_run', 'model_folder',
-           'load_ensemble', 'is_own_output', 'image_note', 'check_input', 'inspect_input', 'Inputs', 'image_files',
-           'check_inputs', 'EnsembleOutputs', 'TopClassLogit', 'ensemble_cam', 'predict_images', 'top_k',
-           'predictions_frame', 'captioned', 'risk_caption', 'prediction_png', 'save_prediction_png', 'overlay_name',
-           'predict_to', 'prediction_line', 'unique_folder', 'check_out', 'run_predict', 'cli_main', 'melanoma_predict',
-           'read_labels', 'match_image', 'labelled_images', 'dx_metrics', 'mel_metrics', 'class_table', 'training_data',
-           'training_overlap', 'evaluate', 'image_metrics', 'rule_metrics', 'lesion_means', 'bootstrap_cis',
-           'summary_md', 'default_out', 'run_evaluate', 'melanoma_evaluate', 'time_predict']
-
-# %% ../nbs/08_predict.ipynb #b6abdeff
-DISCLAIMER = ("NOTICE: research software, not a medical device; its outputs are not a diagnosis. "
-              "Anyone worried about a skin lesion should see a doctor.")
-RISK_RULE_FILE = 'results/risk_rule.json'   # where chapter 06 writes a run's risk rule
-NOT_ASSESSED = 'Not assessed: no evaluated risk rule for these models'
-
-def risk_level(probs:np.ndarray, # (n, n_classes) probabilities
-               rule:dict|None, # cut-offs `t_mel`, `t_ka` (`load_risk_rule`); None: the run has none
-               classes:list=CLASSES # class names, in column order
-              )->list:
-    "Each row's level under `rule` (chapter 06's `risk_levels`); `NOT_ASSESSED` for every row without a rule."
-    if rule is None: return [NOT_ASSESSED] * len(probs)
-    return risk_levels(probs, rule['t_mel'], rule['t_ka'], classes).tolist()
-
-def risk_rule(rule:dict|None # see `risk_level`
-             )->str:
-    "The rule of `risk_level` in one line, or why there is none."
-    if rule is None: return (f"Risk: not assessed. These models' run has no {RISK_RULE_FILE}, which chapter 06 derives from its out-of-fold predictions; "
-                             "no unevaluated default is used. Fix: execute chapter 06 for this run.")
-    s = rule.get('target_sensitivity', {})
-    return (f"Risk: High (melanoma suspected) if p(mel) >= {rule['t_mel']:.4f}, whatever the top class; else Moderate (bcc/akiec suspected) if p(bcc) + p(akiec) >= {rule['t_ka']:.4f}; "
-            f"else Not flagged, which does not exclude melanoma. Cut-offs chosen on the run's out-of-fold images for sensitivity {s.get('mel', float('nan')):.2f} (melanoma) and {s.get('ka', float('nan')):.2f} (bcc/akiec).")
-
-# %% ../nbs/08_predict.ipynb #f7634c06
-class CommandError(ValueError):
-    "Bad input to `melanoma-predict` or `melanoma-evaluate`; the message names the file or option and the fix."
-
-TRAIN_FIX = ("Fix: train a run first, with `make report` (the whole report) or, for a quick CPU run, "
-             "`.venv/bin/melanoma-report --profile smoke --only '0[05]_'`; then pass its folder with --run.")
-FOLD_FIX = "Fix: retrain that run's folds (melanoma-report with --resume, see the README) or pass another run with --run."
-
-def run_of(folder:Path|str # a configuration folder (`model_folder`)
-          )->Path:
-    "The run folder that holds `folder` (`<run>/kfold/<configuration>`), else `folder` itself, resolved."
-    f = Path(folder).resolve()
-    return f.parent.parent if f.parent.name == 'kfold' else f
-
-def _read_json(fn:Path)->dict:
-    try: rec = json.loads(Path(fn).read_text())
-    except (OSError, ValueError): return {}
-    return rec if isinstance(rec, dict) else {}
-
-def _kfold_record(run:Path)->dict:
-    "Chapter 05's `results/kfold_metrics.json` of `run` (its main configuration and provenance), or {} if unreadable."
-    return _read_json(Path(run)/'results'/'kfold_metrics.json')
-
-def _run_record(run:Path, key:str):
-    "`key` of the run's records: chapter 05's provenance, else the run's `provenance.json` (its parameters too); None if absent."
-    for rec in (_kfold_record(run), _read_json(Path(run)/'provenance.json')):
-        v = rec.get(key, (rec.get('parameters') or {}).get(key) if isinstance(rec.get('parameters'), dict) else None)
-        if v is not None: return v
-
-def _main_name(run:Path)->str|None:
-    "The main configuration's folder name, if the run recorded one."
-    main = _kfold_record(run).get('main')
-    return main.replace(' ', '_') if isinstance(main, str) else None
-
-# %% ../nbs/08_predict.ipynb #365b4a7a
-def load_risk_rule(run:Path|str # a run folder (`run_of` of a configuration folder)
-                  )->dict|None:
-    "The run's risk rule (`RISK_RULE_FILE`: cut-offs `t_mel`, `t_ka`, checked), its path in `file`; None if the run has none; a `CommandError` if it is broken or chosen on another unit than images."
-    fn = Path(run)/RISK_RULE_FILE
-    if not fn.is_file(): return None
-    rule = _read_json(fn)
-    ok = all(isinstance(rule.get(k), (int, float)) and 0 <= rule[k] <= 1 for k in ('t_mel', 't_ka')) and rule.get('levels') == list(RISK_LEVELS)
-    if not ok: raise CommandError(f"{fn}: not a risk rule of this version (needs t_mel and t_ka in [0, 1] and the levels {list(RISK_LEVELS)}). Fix: execute chapter 06 for this run again, or delete the file (no risk level is then given).")
-    try: check_rule_unit(rule, RISK_UNIT, str(fn))
-    except ValueError as e: raise CommandError(str(e)) from None
-    return dict(rule, file=str(fn))
+__all__ = ['MIN_SIDE', 'MAX_ASPECT', 'IMAGE_SUFFIXES', 'INPUT_FIX', 'LABEL_COLUMNS', 'LABELS_FIX', 'check_number', 'check_device',
+           'check_options', 'is_own_output', 'image_note', 'check_input', 'inspect_input', 'Inputs', 'image_files',
+           'check_inputs', 'overlay_name', 'predict_to', 'prediction_line', 'unique_folder', 'check_out', 'run_predict',
+           'cli_main', 'melanoma_predict', 'read_labels', 'match_image', 'labelled_images', 'summary_md', 'default_out',
+           'run_evaluate', 'melanoma_evaluate', 'time_predict']
 
 # %% ../nbs/08_predict.ipynb #c1a0e0a1
 MIN_SIDE = 32          # smallest image side accepted, in pixels: below it no lesion can be seen
@@ -142,73 +62,6 @@ def check_options(max_pixels:int=25_000_000, # see `check_input`
     "Every numeric option checked (finite, in range) and the device checked, before any work."
     return dict(max_pixels=check_number('max_pixels', max_pixels, MIN_SIDE**2, 500_000_000, True),
                 bs=check_number('bs', bs, 1, 1024, True), device=check_device(device), n_boot=check_number('n_boot', n_boot, 0, 100_000, True))
-
-# %% ../nbs/08_predict.ipynb #37e1966e
-def newest_trained_run(runs:Path # the runs/ folder
-                      )->Path|None:
-    "The run under `runs` whose latest finished fold model is the newest, else None."
-    found = [(max(f.stat().st_mtime for f in r.glob('kfold/*/fold*/done.json')), r) for r in Path(runs).glob('*')
-             if r.is_dir() and not r.is_symlink() and has_models(r)] if Path(runs).is_dir() else []
-    return max(found)[1] if found else None
-
-def model_folder(run:Path|str|None=None # a run folder or a configuration folder (with fold*/); None: report/ (the reference models), else runs/latest
-                )->Path:
-    "The configuration folder whose fold models to use (see the rules above)."
-    runs = (project_root() or Path.cwd())/'runs'
-    if run is None and has_models(runs.parent/REFERENCE): run = runs.parent/REFERENCE  # the committed reference models come first
-    given, run = run, Path(run) if run else runs/'latest'
-    if run.is_file(): raise CommandError(f"--run {run}: is a file, not a run folder. Fix: pass a run folder (runs/<name>) or a configuration folder with fold*/.")
-    if not run.is_dir():
-        newest = None if given else newest_trained_run(runs)
-        raise CommandError(f"Run folder {run} not found. " + (f"Fix: pass --run {newest} (the newest run with models)." if newest else TRAIN_FIX))
-    if any(run.glob('fold*/done.json')): return run
-    found = sorted(d for d in (run/'kfold').glob('*') if any(d.glob('fold*/done.json')))
-    main, ce = _main_name(run), [d for d in found if d.name.endswith('_ce')]
-    if main and run/'kfold'/main in found: return run/'kfold'/main
-    if len(ce) == 1: return ce[0]
-    if not found:
-        newest = None if given else newest_trained_run(runs)
-        if newest: raise CommandError(f"{run} (-> {run.resolve().name}) holds no trained fold models, but {newest} does (the newest run with models). Fix: pass --run {newest}.")
-        raise CommandError(f"{run} holds no trained fold models (looked for {run}/fold*/done.json and {run}/kfold/*/fold*/done.json). {TRAIN_FIX}")
-    raise CommandError(f"{run} holds configurations {', '.join(d.name for d in found)} and names no main one. Fix: pass one with --run, e.g. --run {found[0]}.")
-
-def _fold_config(fn:Path)->dict:
-    "A fold's config.json, checked; a `CommandError` naming the file."
-    try:
-        c = json.loads(fn.read_text())
-        missing = [k for k in ('arch', 'fold', 'classes', 'img_size', 'stats') if k not in c]
-        if missing: raise ValueError(f"no {', '.join(missing)}")
-    except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise CommandError(f"{fn}: not a readable fold configuration ({type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else 'empty'}). {FOLD_FIX}") from None
-    if c.get('meta'): raise CommandError(f"{fn}: a metadata-fusion model; these commands take image-only models. Fix: pass an image-only configuration with --run.")
-    return c
-
-def load_ensemble(folder:Path, # a configuration folder (`model_folder`)
-                  device:str='cpu' # torch device
-                 )->FoldEnsemble:
-    "Chapter 05's `FoldEnsemble` of `folder`, each fold checked (a `CommandError` naming a broken file); `notes` warn of an incomplete or smoke ensemble."
-    folder, ens = Path(folder), FoldEnsemble.__new__(FoldEnsemble)
-    ens.device, ens.cfgs, ens.models = device, [], []
-    dirs = sorted(d for d in folder.glob('fold*') if d.is_dir())
-    unfinished = [d.name for d in dirs if not (d/'done.json').is_file()]
-    for d in dirs:
-        if d.name in unfinished: continue
-        c = _fold_config(d/'config.json')
-        try: m = ens._load(d, c)
-        except Exception as e: raise CommandError(f"{d/'model.safetensors'}: cannot be loaded as this fold's model ({type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}). {FOLD_FIX}") from None
-        ens.cfgs.append(c); ens.models.append(m)
-    if not ens.models: raise CommandError(f"{folder} holds no finished fold models. {TRAIN_FIX}")
-    if len({json.dumps([c['classes'], c['img_size'], c['stats']]) for c in ens.cfgs}) > 1: raise CommandError(f"{folder}: its fold models differ in classes, image size or normalisation. {FOLD_FIX}")
-    ens.classes, ens.img_size, ens.stats = ens.cfgs[0]['classes'], ens.cfgs[0]['img_size'], ens.cfgs[0]['stats']
-    run, ens.notes = run_of(folder), []
-    expected = _run_record(run, 'folds')
-    if unfinished: ens.notes.append(f"incomplete ensemble: {folder} has unfinished fold(s) {', '.join(unfinished)} (no done.json); using the {len(ens.models)} finished one(s)")
-    elif isinstance(expected, int) and len(ens.models) < expected: ens.notes.append(f"incomplete ensemble: {len(ens.models)} of the run's {expected} fold models in {folder}")
-    ens.smoke = bool(_run_record(run, 'smoke'))
-    if ens.smoke: ens.notes.append(f"the models come from a SMOKE run ({run}): a tiny CPU run that checks the code; its outputs mean nothing")
-    elif red := reduced({'overrides': _run_record(run, 'overrides') or {}, 'profile': _run_record(run, 'profile'), 'git_commit': _run_record(run, 'git_commit')}):
-        ens.notes.append(f"the models come from a REDUCED run ({run}: its overrides {', '.join(red)} make it differ from its profile): not the report's models")
-    return ens
 
 # %% ../nbs/08_predict.ipynb #98e44f98
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -289,108 +142,6 @@ def check_inputs(items:list, # image files, or folders of images
         except CommandError as e: errs.append(str(e))
     if errs: raise CommandError(f"{len(errs)} unusable input(s); nothing was predicted:\n" + '\n'.join(errs))
     return Inputs(paths, {p: i['note'] for p, i in infos.items() if i['note']}, msgs)
-
-# %% ../nbs/08_predict.ipynb #a8e1bea5
-class EnsembleOutputs(nn.Module):
-    "Fold models as one network: their mean softmax probabilities and their mean logits, side by side (n, 2 x classes)."
-    def __init__(self, models:list): super().__init__(); self.models = nn.ModuleList(models)
-    def forward(self, x):
-        logits = torch.stack([m(x) for m in self.models])
-        return torch.cat([logits.softmax(2).mean(0), logits.mean(0)], 1)
-
-class TopClassLogit:
-    "pytorch-grad-cam target on one `EnsembleOutputs` row: the mean logit of the class with the highest mean probability."
-    def __call__(self, out): c = len(out) // 2; return out[c + out[:c].argmax()]
-
-def ensemble_cam(ens:FoldEnsemble, # the fold models
-                 x:torch.Tensor # a normalised batch on the models' device
-                )->tuple:
-    "Mean probabilities (n, classes) and Grad-CAM maps (n, h, w) in [0, 1] of the ensemble's top class."
-    net, states = EnsembleOutputs(ens.models), [_save_state(m) for m in ens.models]
-    net.eval().requires_grad_(False)
-    for m in ens.models: target_layer(m).requires_grad_(True)
-    cam = GradCAM(net, [target_layer(m) for m in ens.models])
-    try:
-        with torch.enable_grad(): heat = cam(x.detach().as_subclass(torch.Tensor), [TopClassLogit()] * len(x))
-        return cam.outputs[:, :len(ens.classes)].detach().float().cpu().numpy(), np.clip(heat, 0, 1).astype(np.float32)
-    finally:
-        cam.activations_and_grads.release()
-        for m, st in zip(ens.models, states): _restore_state(m, st)
-
-# %% ../nbs/08_predict.ipynb #8d68afc1
-def predict_images(ens:FoldEnsemble, # the fold models
-                   paths:list, # checked image files
-                   cam:bool=False, # also compute Grad-CAM maps
-                   bs:int=16, # batch size
-                   progress:bool=True # show a progress bar
-                  )->tuple:
-    "Mean fold-model probabilities (n, classes) of `paths`, and their Grad-CAM maps (n, h, w) if `cam`, else None."
-    probs, heat, dl = [], [], ensemble_dl(paths, ens.img_size, ens.stats, bs=bs, device=ens.device)
-    for xb, *_ in (progress_bar(dl, leave=False) if progress else dl):  # fastprogress writes to the console even when told not to display
-        if cam: p, h = ensemble_cam(ens, xb); heat.append(h)
-        else:
-            with torch.no_grad(): p = EnsembleOutputs(ens.models)(xb.as_subclass(torch.Tensor))[:, :len(ens.classes)].float().cpu().numpy()
-        probs.append(p)
-    return np.concatenate(probs), (np.concatenate(heat) if cam else None)
-
-# %% ../nbs/08_predict.ipynb #ec8f7e1b
-def top_k(probs:np.ndarray, # (n, n_classes) probabilities
-          classes:list=CLASSES, # class names, in column order
-          k:int=3 # classes kept per image
-         )->pd.DataFrame:
-    "The `k` most probable classes of each image and their probabilities: columns top1, p_top1, top2, ..."
-    idx, rows = np.argsort(-probs, 1, kind='stable')[:, :k], np.arange(len(probs))[:, None]
-    names, p = np.array(classes)[idx], probs[rows, idx]
-    return pd.DataFrame({c: v for j in range(k) for c, v in ((f'top{j+1}', names[:, j]), (f'p_top{j+1}', p[:, j]))})
-
-def predictions_frame(paths:list, # the image files
-                      probs:np.ndarray, # their probabilities (`predict_images`)
-                      classes:list=CLASSES, # class names, in column order
-                      rule:dict|None=None, # the run's risk rule (`load_risk_rule`); None: no risk level
-                      notes:dict|None=None, # path -> `image_note`
-                      model_warning:str='' # what the user must know about the models (smoke run, incomplete ensemble)
-                     )->pd.DataFrame:
-    "One row per image: file, top-3, risk level, every class's probability, its note, the models' warning and the notice."
-    notes = notes or {}
-    return pd.concat([pd.DataFrame(dict(file=[str(p) for p in paths])), top_k(probs, classes), pd.DataFrame(dict(risk=risk_level(probs, rule, classes))),
-                      pd.DataFrame(probs, columns=[f'p_{c}' for c in classes])], axis=1).assign(
-        image_note=[notes.get(p, notes.get(Path(p), '')) for p in paths], model_warning=model_warning, notice=DISCLAIMER)
-
-# %% ../nbs/08_predict.ipynb #efb5a4f4
-def captioned(img:np.ndarray, # RGB image, uint8 (H, W, 3)
-              lines:list # text lines to write below it
-             )->Image.Image:
-    "`img` above a white band holding `lines`, the font scaled to the image's width."
-    font = ImageFont.load_default(size=max(9, img.shape[1] // 34))
-    lh = int(font.size * 1.35)
-    out = Image.new('RGB', (img.shape[1], img.shape[0] + lh * len(lines) + 4), 'white'); out.paste(Image.fromarray(img))
-    draw = ImageDraw.Draw(out)
-    for i, s in enumerate(lines): draw.text((3, img.shape[0] + 2 + i * lh), s, fill='black', font=font)
-    return out
-
-def risk_caption(level:str # a risk level (`RISK_LEVELS`, or `NOT_ASSESSED`)
-                )->list:
-    "The level as two short caption lines: 'risk: <level>' and what it means."
-    head, _, tail = level.partition(': ')
-    return [f'risk: {head}'] + ([tail] if tail else [])
-
-def prediction_png(path:Path, # the image file
-                   heat:np.ndarray, # its Grad-CAM map
-                   row:pd.Series # its row of `predictions_frame`
-                  )->bytes:
-    "The Grad-CAM overlay of one image (read as shown, `read_rgb`) with its prediction and the notice (also in its 'Disclaimer' text chunk), as PNG bytes."
-    info = PngImagePlugin.PngInfo(); info.add_text('Disclaimer', DISCLAIMER); info.add_text('Prediction', f'{row.top1} {row.p_top1:.3f}, risk {row.risk}')
-    buf = io.BytesIO()
-    captioned(overlay(read_rgb(path), heat), [f'Grad-CAM of {row.top1} ({row.p_top1:.2f})', *risk_caption(row.risk), 'Research software, not a diagnosis']).save(buf, format='PNG', pnginfo=info)
-    return buf.getvalue()
-
-def save_prediction_png(path:Path, # the image file
-                        heat:np.ndarray, # its Grad-CAM map
-                        row:pd.Series, # its row of `predictions_frame`
-                        fn:Path # the PNG to write
-                       )->Path:
-    "`prediction_png`, written atomically to `fn`."
-    return atomic_write(fn, prediction_png(path, heat, row))
 
 # %% ../nbs/08_predict.ipynb #45cfc495
 def overlay_name(path:Path|str # an input image
@@ -601,138 +352,6 @@ def labelled_images(labels:pd.DataFrame, # from `read_labels`
                      image_notes={str(p): n for p, n in checked.notes.items()})
     return out
 
-# %% ../nbs/08_predict.ipynb #974a96a8
-def _auc(y:np.ndarray, score:np.ndarray)->float|None:
-    "ROC AUC, or None where `y` has a single class."
-    return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else None
-
-def dx_metrics(y:np.ndarray, # true class index per image
-               probs:np.ndarray, # (n, n_classes) probabilities
-               classes:list=CLASSES # class names, in column order
-              )->dict:
-    "Accuracy, balanced accuracy, macro one-vs-rest AUC over the classes present, top-label ECE (scikit-learn, chapter 06)."
-    aucs = [a for i in range(len(classes)) if (a := _auc(y == i, probs[:, i])) is not None]
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # balanced accuracy warns where a predicted class has no images; defined all the same
-        bacc = float(balanced_accuracy_score(y, probs.argmax(1)))
-    return dict(accuracy=float(accuracy_score(y, probs.argmax(1))), balanced_accuracy=bacc,
-                macro_auc=float(np.mean(aucs)) if aucs else None, auc_classes=len(aucs), ece=ece(y, probs))
-
-def mel_metrics(is_mel:np.ndarray, # true: melanoma
-                p_mel:np.ndarray, # melanoma probability
-                pred_mel:np.ndarray # true where the top class is melanoma
-               )->dict:
-    "Chapter 05's melanoma metrics where both groups are present, and the top-class decision's sensitivity and specificity."
-    n_mel, n_other = int(is_mel.sum()), int((~is_mel).sum())
-    m = melanoma_metrics(is_mel, p_mel, pred_mel) if n_mel and n_other else dict.fromkeys(('mel_auc', 'mel_sens_at_80_spec', 'mel_sens_at_90_spec', 'mel_accuracy', 'mel_balanced_accuracy'))
-    return dict(n_melanoma=n_mel, n_other=n_other, **{k: None if v is None else float(v) for k, v in m.items()},
-                mel_sensitivity=float(pred_mel[is_mel].mean()) if n_mel else None, mel_specificity=float(1 - pred_mel[~is_mel].mean()) if n_other else None)
-
-def class_table(y:np.ndarray, # true class index per image
-                probs:np.ndarray, # (n, n_classes) probabilities
-                classes:list=CLASSES # class names, in column order
-               )->pd.DataFrame:
-    "Chapter 06's `per_class_table`, with NaN (n/a) where a value is undefined: precision without predictions, recall and AUC without images of the class, F1 where either is."
-    with warnings.catch_warnings(): warnings.simplefilter('ignore'); t = per_class_table(y, probs, classes)
-    pred = np.bincount(probs.argmax(1), minlength=len(classes))
-    t.loc[pred == 0, 'precision'] = np.nan; t.loc[t.support.to_numpy() == 0, ['recall', 'auc']] = np.nan
-    t.loc[t.precision.isna() | t.recall.isna(), 'f1'] = np.nan
-    return t.astype(dict(support=int))
-
-# %% ../nbs/08_predict.ipynb #3dfec34d
-def _model_info(folder:Path, ens:FoldEnsemble)->dict:
-    "What the ensemble is and which run made it (chapter 05's provenance, where recorded)."
-    c, prov = ens.cfgs[0], _kfold_record(run_of(folder))
-    return dict(folder=str(folder.resolve()), arch=c['arch'], folds=[int(c['fold']) for c in ens.cfgs], img_size=ens.img_size, weights=c.get('weights'),
-                trained_profile=prov.get('profile'), smoke=getattr(ens, 'smoke', prov.get('smoke')), trained_commit=prov.get('git_commit'), trained_date_utc=prov.get('date_utc'),
-                warnings=list(getattr(ens, 'notes', [])))
-
-def training_data(folder:Path # the configuration folder used
-                 )->Path|None:
-    "The HAM10000 folder the run trained on (its provenance), else the one `find_data` finds, else None."
-    d = _run_record(run_of(folder), 'data')
-    if d and (Path(d)/'metadata.csv').is_file(): return Path(d)
-    try: return find_data()
-    except DataError: return None
-
-def training_overlap(paths:list, # evaluated image files
-                     data:Path|None # a HAM10000 folder (metadata.csv, images/)
-                    )->dict:
-    "The evaluated images that share an image_id with a HAM10000 image (`same_id`) or are byte-identical to one (`identical`)."
-    if data is None: return dict(data=None, same_id=[], identical=[])
-    try: ids = set(pd.read_csv(Path(data)/'metadata.csv', usecols=['image_id'], dtype=str).image_id)
-    except (OSError, ValueError): ids = set()
-    by_size = {}
-    if (Path(data)/'images').is_dir():
-        for e in os.scandir(Path(data)/'images'):
-            if e.is_file(): by_size.setdefault(e.stat().st_size, []).append(e.path)
-    sha = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    identical = [str(p) for p in paths if (c := by_size.get(Path(p).stat().st_size)) and sha(p) in {sha(q) for q in c}]   # hashes only same-size files
-    return dict(data=str(data), same_id=[str(p) for p in paths if Path(p).stem in ids], identical=identical)
-
-def evaluate(ens:FoldEnsemble, # the fold models
-             labelled:pd.DataFrame, # from `labelled_images`
-             bs:int=32, # batch size
-             progress:bool=False, # show a progress bar
-             rule:dict|None=None # the run's risk rule (`load_risk_rule`)
-            )->tuple:
-    "Metrics of `ens` on the labelled images, their per-class table (None for melanoma labels) and the probabilities."
-    probs, _ = predict_images(ens, labelled.path.tolist(), bs=bs, progress=progress)
-    return *image_metrics(labelled, probs, ens.classes, rule=rule), probs
-
-def image_metrics(labelled:pd.DataFrame, # labels (`dx` or `melanoma`, `attrs['task']`)
-                  probs:np.ndarray, # their probabilities
-                  classes:list=CLASSES, # class names, in column order
-                  table:bool=True, # also the per-class table
-                  rule:dict|None=None # the run's risk rule: adds its per-level metrics (`risk_metrics`)
-                 )->tuple:
-    "Metrics of `probs` against the labels (with the risk rule's, `rule ...`), and the per-class table (None for melanoma labels, or if not `table`)."
-    mel, pred = classes.index('mel'), probs.argmax(1)
-    if labelled.attrs['task'] == 'melanoma':
-        is_mel = labelled.melanoma.to_numpy() == '1'
-        return dict(n=len(probs), **mel_metrics(is_mel, probs[:, mel], pred == mel), **rule_metrics(np.where(is_mel, mel, classes.index('nv')), probs, rule, melanoma_only=True)), None
-    y = labelled.dx.map(classes.index).to_numpy()
-    return dict(n=len(y), **dx_metrics(y, probs, classes), **mel_metrics(y == mel, probs[:, mel], pred == mel), **rule_metrics(y, probs, rule)), class_table(y, probs, classes) if table else None
-
-def rule_metrics(y:np.ndarray, # true class index per row
-                 probs:np.ndarray, # their probabilities
-                 rule:dict|None, # the run's risk rule; None: no metrics
-                 melanoma_only:bool=False # labels say melanoma or not only: keep the melanoma flag's metrics and the level shares
-                )->dict:
-    "Chapter 06's `risk_metrics` of the rule's fixed cut-offs on these rows, keys prefixed 'rule '; {} without a rule."
-    if rule is None: return {}
-    d = pd.concat([pd.DataFrame(dict(y=y, t_mel=rule['t_mel'], t_ka=rule['t_ka'])), pd.DataFrame(probs, columns=[f'p_{c}' for c in CLASSES])], axis=1)
-    with warnings.catch_warnings(): warnings.simplefilter('ignore'); m = risk_metrics(d)
-    return {f'rule {k}': v for k, v in m.items() if not melanoma_only or k.startswith(('mel:', 'share'))}
-
-def lesion_means(labelled:pd.DataFrame, # labels with `lesion_id` (one label per lesion, `read_labels`)
-                 probs:np.ndarray # the images' probabilities
-                )->tuple:
-    "One row per lesion (sorted by lesion_id): its labels, and the mean probabilities of its images."
-    lab = labelled.drop(columns='path', errors='ignore').groupby('lesion_id', sort=True).first().reset_index()
-    lab.attrs = dict(task=labelled.attrs['task'])
-    return lab, pd.DataFrame(probs).groupby(labelled.lesion_id.to_numpy(), sort=True).mean().to_numpy()
-
-def bootstrap_cis(labelled:pd.DataFrame, # labels, with `lesion_id` for the lesion bootstrap
-                  probs:np.ndarray, # their probabilities
-                  classes:list=CLASSES, # class names, in column order
-                  n:int=1000, # resamples
-                  seed:int=0, # seed of the resampling
-                  rule:dict|None=None # the run's risk rule: its metrics get intervals too
-                 )->dict:
-    "Percentile 95% CIs of `image_metrics`, resampling lesions (with all their images; chapter 06's `lesion_bootstrap`) where `lesion_id` is given, else images."
-    level = 'lesion' if 'lesion_id' in labelled.columns else 'image'
-    d = labelled.drop(columns='path', errors='ignore').reset_index(drop=True).assign(_i=range(len(labelled)))
-    if level == 'image': d = d.assign(lesion_id=d._i.astype(str))
-    def metric(s):
-        s = s.copy(); s.attrs = dict(task=labelled.attrs['task'])
-        m, _ = image_metrics(s, probs[s._i.to_numpy()], classes, table=False, rule=rule)
-        return {k: v for k, v in m.items() if isinstance(v, float)}
-    with redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter('ignore'); b = lesion_bootstrap(d, metric, n, seed)
-    return dict(level=level, n_resamples=n, n_units=int(d.lesion_id.nunique()),
-                ci={k: dict(lo=None if np.isnan(r.lo) else float(r.lo), hi=None if np.isnan(r.hi) else float(r.hi)) for k, r in b.iterrows()})
-
 # %% ../nbs/08_predict.ipynb #9ce8bc4e
 def summary_md(res:dict # the content of metrics.json
               )->str:
@@ -768,6 +387,27 @@ def default_out(folder:Path, # the configuration folder used
     images = Path(images).resolve()
     return unique_folder(run_of(folder)/'evaluations', f"{images.name}-{hashlib.sha256(str(images).encode()).hexdigest()[:8]}-{_stamp()}")
 
+def _overlap_warnings(ens, # the fold models (`load_ensemble`)
+                      overlap:dict # from `training_overlap`
+                     )->list:
+    "The ensemble's notes, and a warning for each kind of overlap of the evaluated images with the images the run trained on."
+    return list(ens.notes) + ([f"{len(overlap['identical'])} evaluated image(s) are byte-identical to HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['identical'][0]}: the metrics are optimistic"] if overlap['identical'] else []) \
+           + ([f"{len(overlap['same_id'])} evaluated image(s) share an image_id with HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['same_id'][0]}: the metrics may be optimistic"] if overlap['same_id'] else [])
+
+def _score_set(ens, lab:pd.DataFrame, rule:dict|None, bs:int, n_boot:int, progress:bool)->tuple:
+    "(metrics, per-class table, bootstrap CIs, lesion-level metrics) of the labelled images `lab`."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        m, per_class, probs = evaluate(ens, lab, bs=bs, progress=progress, rule=rule)
+    boot = bootstrap_cis(lab, probs, ens.classes, n_boot, rule=rule) if n_boot else None
+    lesion_m = image_metrics(*lesion_means(lab, probs), ens.classes, table=False)[0] if 'lesion_id' in lab.columns else None   # no rule metrics: cut-offs chosen on images
+    return m, per_class, boot, lesion_m
+
+def _data_record(folder:Path|str, labels:Path|str, lab:pd.DataFrame)->dict:
+    "What metrics.json records of the evaluated set: folders, the labels' SHA-256, the task and the notes."
+    return dict(folder=str(Path(folder).resolve()), labels=str(Path(labels).resolve()), labels_sha256=file_sha256(labels), task=lab.attrs['task'], n_unlabelled=lab.attrs['n_unlabelled'],
+                notes=lab.attrs['notes'], image_notes=lab.attrs['image_notes'])
+
 def run_evaluate(folder:Path|str, # the image folder
                  labels:Path|str, # the labels CSV
                  run:Path|str|None=None, # run or configuration folder (see `model_folder`)
@@ -790,21 +430,14 @@ def run_evaluate(folder:Path|str, # the image folder
     check_out(out, ['metrics.json', 'summary.md'], force)
     ens, rule = load_ensemble(mf, o['device']), load_risk_rule(run_of(mf))
     overlap = training_overlap(lab.path.tolist(), training_data(mf))
-    warns = list(ens.notes) + ([f"{len(overlap['identical'])} evaluated image(s) are byte-identical to HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['identical'][0]}: the metrics are optimistic"] if overlap['identical'] else []) \
-            + ([f"{len(overlap['same_id'])} evaluated image(s) share an image_id with HAM10000 images the run trained on (in {overlap['data']}), e.g. {overlap['same_id'][0]}: the metrics may be optimistic"] if overlap['same_id'] else [])
+    warns = _overlap_warnings(ens, overlap)
     for w in warns: echo(f'warning: {w}')
     for s in lab.attrs['notes']: echo(f'note: {s}')
     echo(risk_rule(rule))
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        m, per_class, probs = evaluate(ens, lab, bs=o['bs'], progress=progress, rule=rule)
-    boot = bootstrap_cis(lab, probs, ens.classes, o['n_boot'], rule=rule) if o['n_boot'] else None
-    lesion_m = image_metrics(*lesion_means(lab, probs), ens.classes, table=False)[0] if 'lesion_id' in lab.columns else None   # no rule metrics: cut-offs chosen on images
+    m, per_class, boot, lesion_m = _score_set(ens, lab, rule, o['bs'], o['n_boot'], progress)
     res = dict(notice=DISCLAIMER, warnings=warns, risk_rule=None if rule is None else {k: rule.get(k) for k in ('t_mel', 't_ka', 'levels', 'target_sensitivity', 'clinic_prevalence_assumed', 'chosen_on', 'file')},
                metrics=m, bootstrap=boot, lesion_metrics=lesion_m, per_class=None if per_class is None else json.loads(per_class.to_json(orient='index')),
-               models=_model_info(mf, ens), training_overlap=overlap,
-               data=dict(folder=str(Path(folder).resolve()), labels=str(Path(labels).resolve()), labels_sha256=file_sha256(labels), task=lab.attrs['task'], n_unlabelled=lab.attrs['n_unlabelled'],
-                         notes=lab.attrs['notes'], image_notes=lab.attrs['image_notes']),
+               models=_model_info(mf, ens), training_overlap=overlap, data=_data_record(folder, labels, lab),
                git_commit=git_commit(), date_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), hardware=hardware(), packages=package_versions())
     md = summary_md(res)
     written = [] if written is None else written

@@ -18,7 +18,7 @@ __all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'VARIANTS', 'LIMITS', 'WHY', 'OVER
            'convert_value', 'check_profile', 'load_profile', 'resolve_device', 'inference_device', 'umask',
            'atomic_write', 'save_json', 'git_commit', 'hardware', 'machine_text', 'package_versions', 'file_sha256',
            'provenance', 'provenance_md', 'show_provenance', 'results_dir', 'profile_at', 'reduced', 'has_models',
-           'save_key_figure', 'Once', 'cli_type']
+           'save_key_figure', 'Once', 'cli_type', 'parse_sets']
 
 # %% ../nbs/90_profiles.ipynb #afc1d5a8
 def project_root(start:Path|None=None # folder to search upward from (default: the working directory)
@@ -320,3 +320,17 @@ def cli_type(opt:str, # the option, e.g. '--folds'
         try: return typ(v)
         except (TypeError, ValueError): raise SystemExit(f"error: {opt} {v!r} is not {'an integer' if typ is int else 'a ' + typ.__name__}. Fix: e.g. {opt} 5.") from None
     return conv
+
+# %% ../nbs/90_profiles.ipynb #72f729b2
+def parse_sets(sets:list|str|None # ['key=value', ...] from repeated --set
+              )->dict:
+    "`--set key=value` options, all of them, as one dict of overrides; a key twice with different values is an error."
+    out = {}
+    for s in [sets] if isinstance(sets, str) else (sets or []):
+        if '=' not in s: raise ProfileError(f"--set {s!r} is not key=value. Fix: e.g. --set epochs=3 (one --set per value).")
+        k, v = (x.strip() for x in s.split('=', 1))
+        if '=' in v: raise ProfileError(f"--set {s!r} holds more than one key=value pair. Fix: one pair per --set, e.g. --set n_images=500 --set img_size=32 "
+                                        "(a comma in a value is for lists: --set archs=resnet34,efficientnet_b0).")
+        if k in out and out[k] != v: raise ProfileError(f"--set {k} is given twice, as {out[k]!r} and {v!r}. Fix: give it once.")
+        out[k] = v
+    return out

@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from melanoma_nbdev.data import CLASSES
 from melanoma_nbdev.profiles import save_json
-from melanoma_nbdev.predict import DISCLAIMER, run_predict
+from melanoma_nbdev.predict import run_predict
+from melanoma_nbdev.scoring import DISCLAIMER
 from melanoma_nbdev.app import PAGE_SCRIPT, SMOKE_MODELS, melanoma_app
 
 BIN = Path(sys.executable).parent

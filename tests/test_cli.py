@@ -14,8 +14,9 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from melanoma_nbdev.data import CLASSES
 from melanoma_nbdev.kfold import FoldEnsemble, ensemble_predict
 from melanoma_nbdev.profiles import save_json
-from melanoma_nbdev.predict import DISCLAIMER, NOT_ASSESSED, RISK_RULE_FILE, CommandError, run_predict, run_evaluate, risk_rule, risk_level
-from melanoma_nbdev.error_analysis import RISK_LEVELS, RISK_SENSITIVITY
+from melanoma_nbdev.predict import run_predict, run_evaluate
+from melanoma_nbdev.scoring import DISCLAIMER, NOT_ASSESSED, RISK_RULE_FILE, CommandError, risk_rule, risk_level
+from melanoma_nbdev.risk import RISK_LEVELS, RISK_SENSITIVITY
 
 BIN = Path(sys.executable).parent
 

@@ -144,7 +144,7 @@ def test_gpu_run_end_to_end_smoke(tmp_path):
     prov = json.loads((run/'provenance.json').read_text())
     assert [n['notebook'] for n in prov['notebooks']] == ['00_data.ipynb', '05_kfold.ipynb', '06_error_analysis.ipynb', '09_locked_test.ipynb']
     assert {n['notebook']: n['git_commit'] for n in prov['notebooks']}['06_error_analysis.ipynb'] and len(prov['resumes']) == 1
-    from melanoma_nbdev.report import publish_run, check_published
+    from melanoma_nbdev.publish import publish_run, check_published
     dest = publish_run(run, check=False, root=here)  # a smoke run: only with check=False
     assert check_published(dest) == [] and (dest/'results'/'risk_rule.json').exists() and (dest/'results'/'locked_test.json').exists()
     r = subprocess.run(['make', 'show'], cwd=here, env=env_here, capture_output=True, text=True, timeout=600)

@@ -21,11 +21,12 @@ from PIL import Image, PngImagePlugin
 from safetensors.torch import save_file
 
 import melanoma_nbdev.predict as predict
+import melanoma_nbdev.scoring as scoring
 from melanoma_nbdev.augment import model_stats
 from melanoma_nbdev.data import CLASSES, read_rgb
 from melanoma_nbdev.models import Classifier, create_backbone
-from melanoma_nbdev.predict import (DISCLAIMER, FOLD_FIX, CommandError, check_inputs, load_ensemble, melanoma_evaluate,
-                                    melanoma_predict, model_folder, predict_images, run_evaluate, run_predict)
+from melanoma_nbdev.predict import check_inputs, melanoma_evaluate, melanoma_predict, run_evaluate, run_predict
+from melanoma_nbdev.scoring import DISCLAIMER, FOLD_FIX, CommandError, load_ensemble, model_folder, predict_images
 from melanoma_nbdev.profiles import save_json
 
 pytestmark = pytest.mark.usefixtures('clean_env')
@@ -311,7 +312,7 @@ def test_latest_without_models_names_the_newest_trained_run(base_run, tmp_path, 
     runs = tmp_path/'runs'
     shutil.copytree(base_run, runs/'good'); (runs/'partial'/'notebooks').mkdir(parents=True)
     (runs/'latest').symlink_to('partial')
-    monkeypatch.setattr(predict, 'project_root', lambda: tmp_path)
+    monkeypatch.setattr(scoring, 'project_root', lambda: tmp_path)
     with unchanged(runs):
         with pytest.raises(CommandError) as e: model_folder()
     assert str(e.value) == f"{runs/'latest'} (-> partial) holds no trained fold models, but {runs/'good'} does (the newest run with models). Fix: pass --run {runs/'good'}."

@@ -65,7 +65,7 @@ class Result:
 def run_cli(monkeypatch, capsys):
     """Run a console command in this process, as its script would (fastcore's `parse_cli`, then the function; a `SystemExit`
     with a message prints it to stderr and exits 1, as Python does): fast, no interpreter start per case."""
-    from melanoma_nbdev.report import melanoma_report
+    from melanoma_nbdev.pipeline import melanoma_report
     from melanoma_nbdev.data import melanoma_data
     from fastcore.script import parse_cli
     def run(tool, *args, cwd, syn=None, **extra):
@@ -132,7 +132,7 @@ def test_repeated_options_refused(tmp_path, syn, unchanged, args, line, run_cli)
 
 
 def test_same_set_twice_is_fine_and_repeated_sets_reach_papermill(tmp_path):
-    from melanoma_nbdev.report import parse_sets
+    from melanoma_nbdev.profiles import parse_sets
     assert parse_sets(['n_images=150', 'img_size=32', 'n_images=150']) == {'n_images': '150', 'img_size': '32'}
     assert parse_sets(['archs=resnet34,efficientnet_b0']) == {'archs': 'resnet34,efficientnet_b0'}
     assert load_profile('smoke', overrides=parse_sets(['n_images=150', 'img_size=32'])).overrides == {'n_images': 150, 'img_size': 32}
@@ -186,7 +186,7 @@ def test_link_in_runs_is_not_followed(tmp_path, syn, unchanged, run_cli):
 
 
 def test_latest_is_replaced_atomically(tmp_path):
-    from melanoma_nbdev.report import point_latest
+    from melanoma_nbdev.pipeline import point_latest
     runs = tmp_path/'runs'; (runs/'a').mkdir(parents=True); (runs/'b').mkdir()
     (runs/'latest').symlink_to('gone')                       # dangling from some earlier accident
     point_latest(runs, runs/'a'); assert os.readlink(runs/'latest') == 'a'

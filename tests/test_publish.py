@@ -5,10 +5,12 @@ import importlib, inspect, json, re, shutil, subprocess, sys, time, tomllib
 from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file
-from melanoma_nbdev import predict, report
+from melanoma_nbdev import scoring, publish
 from melanoma_nbdev.kfold import ensemble_predict
 from melanoma_nbdev.profiles import project_root, save_json, has_models, reduced, REFERENCE
-from melanoma_nbdev.report import publish_run, check_published, render_run, RunError, PUBLISHED
+from melanoma_nbdev.publish import publish_run, check_published, PUBLISHED
+from melanoma_nbdev.render import render_run
+from melanoma_nbdev.pipeline import RunError
 from test_render import make_run, check_render, pdf_pages, needs_poppler
 
 ROOT = project_root(Path(__file__).parent)
@@ -61,7 +63,7 @@ def test_publish_copies_what_the_report_needs(published):
 def test_published_models_predict_like_the_originals(published, tiny_ensemble):
     root, run, dest = published
     paths = list(tiny_ensemble[1].path[:24])
-    orig, pub = predict.load_ensemble(run/'kfold'/CONF), predict.load_ensemble(predict.model_folder(dest))
+    orig, pub = scoring.load_ensemble(run/'kfold'/CONF), scoring.load_ensemble(scoring.model_folder(dest))
     p0, p1 = (torch.as_tensor(ensemble_predict(e, paths).to_numpy()) for e in (orig, pub))
     diff = float((p0 - p1).abs().max())
     print(f'largest difference of a class probability, published fp16 copies vs the run models (equal by design), {len(paths)} images: {diff:.2e}')
@@ -70,8 +72,8 @@ def test_published_models_predict_like_the_originals(published, tiny_ensemble):
 
 def test_commands_default_to_the_reference_models(published, monkeypatch):
     root, run, dest = published
-    monkeypatch.setattr(predict, 'project_root', lambda: root)
-    assert predict.model_folder() == dest/'kfold'/CONF  # before runs/latest (which the fabricated run's project does not even have)
+    monkeypatch.setattr(scoring, 'project_root', lambda: root)
+    assert scoring.model_folder() == dest/'kfold'/CONF  # before runs/latest (which the fabricated run's project does not even have)
     from melanoma_nbdev.app import default_run
     assert default_run(root) == dest
 
@@ -99,7 +101,7 @@ def test_show_needs_no_torch(published, tmp_path):
     root, run, dest = published
     script = tmp_path/'melanoma-report'  # run as a file: fastcore's call_parse reads the command line there
     script.write_text("import sys\nfor m in ('torch', 'torchvision', 'fastai', 'timm', 'sklearn', 'pytorch_grad_cam'): sys.modules[m] = None  # any import of them fails\n"
-                      "from melanoma_nbdev.report import melanoma_report\nsys.exit(melanoma_report())\n")
+                      "from melanoma_nbdev.pipeline import melanoma_report\nsys.exit(melanoma_report())\n")
     r = subprocess.run([sys.executable, str(script), '--render', 'report'], cwd=root, capture_output=True, text=True)
     assert r.returncode == 0 and 'rendered report/site/index.html and report/report.pdf' in r.stdout, r.stdout[-1000:] + r.stderr[-2000:]
 
@@ -112,7 +114,7 @@ def test_publish_refuses_and_changes_nothing(published, tmp_path, capsys):
     # the CLI: a smoke run is refused in one line
     prov = json.loads((run/'provenance.json').read_text())
     smoke = tmp_path/'smoke'; shutil.copytree(run, smoke); save_json({**prov, 'profile': 'smoke', 'smoke': True}, smoke/'provenance.json')
-    with pytest.raises(SystemExit) as e: report.melanoma_publish.__wrapped__(str(smoke), str(tmp_path/'out'))
+    with pytest.raises(SystemExit) as e: publish.melanoma_publish.__wrapped__(str(smoke), str(tmp_path/'out'))
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith(f"error: {smoke} cannot be the reference report: it is a smoke run (profile 'smoke'): its numbers are not results") and err.count('\n') == 1
     assert not (tmp_path/'out').exists()
@@ -122,11 +124,11 @@ def test_publish_refuses_and_changes_nothing(published, tmp_path, capsys):
 def test_a_failed_publish_keeps_the_old_report(published, monkeypatch):
     root, run, dest = published
     before = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob('*') if p.is_file()}
-    monkeypatch.setattr(report, 'PUBLISH_MAX_MIB', dict(file=20, total=0.01))
+    monkeypatch.setattr(publish, 'PUBLISH_MAX_MIB', dict(file=20, total=0.01))
     with pytest.raises(RunError, match=r'is too large to commit: .* MiB \(at most 0.01\).*Nothing was changed'): publish_run(run, check=False, force=True, root=root)
     monkeypatch.undo()
     def boom(*a): raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(report, '_publish_files', boom)
+    monkeypatch.setattr(publish, '_publish_files', boom)
     with pytest.raises(OSError): publish_run(run, check=False, force=True, root=root)
     assert {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob('*') if p.is_file()} == before
     assert [p.name for p in dest.parent.iterdir() if p.name.startswith('.report.')] == []

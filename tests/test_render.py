@@ -5,7 +5,7 @@ import base64, io, json, os, re, shutil, subprocess
 from pathlib import Path
 import nbformat, pandas as pd, pytest
 from melanoma_nbdev.profiles import project_root, save_json
-from melanoma_nbdev.report import render_run, pdf_layout_problems
+from melanoma_nbdev.render import render_run, pdf_layout_problems
 
 ROOT = project_root(Path(__file__).parent)
 needs_poppler = pytest.mark.skipif(not shutil.which('pdftotext'), reason='pdftotext (poppler-utils) is not installed')

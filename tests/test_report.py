@@ -1,10 +1,11 @@
-"End-to-end tests of the report pipeline (`melanoma_nbdev.report`) on synthetic data, in a copy of the project."
+"End-to-end tests of the report pipeline (`melanoma_nbdev.pipeline`) on synthetic data, in a copy of the project."
 import json, os, re, shutil, subprocess, sys
 from pathlib import Path
 import nbformat, pytest
 from melanoma_nbdev.data import make_synthetic
 from melanoma_nbdev.profiles import project_root
-from melanoma_nbdev.report import run_report, render_run, RunError
+from melanoma_nbdev.pipeline import run_report, RunError
+from melanoma_nbdev.render import render_run
 
 ROOT = project_root(Path(__file__).parent)
 BIN = Path(sys.executable).parent
