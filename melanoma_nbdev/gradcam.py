@@ -23,8 +23,8 @@ from .profiles import atomic_write
 # %% auto #0
 __all__ = ['INDEX_COLUMNS', 'target_layer', 'gradcam', 'overlay', 'save_overlay', 'randomised', 'rank_corr', 'rho_summary',
            'map_similarity', 'pooled_similarity', 'cascade_layers', 'cascading_randomisation', 'randomisation_verdict',
-           'plot_cascade', 'stage_verdicts', 'permuted_labels', 'pick_cases', 'fold_model', 'case_heatmaps',
-           'export_gallery', 'plot_gallery']
+           'pooled_steps', 'plot_cascade', 'stage_verdicts', 'permuted_labels', 'pick_cases', 'fold_model',
+           'case_heatmaps', 'export_gallery', 'plot_gallery']
 
 # %% ../nbs/07_gradcam.ipynb #2dc91e8e
 def target_layer(model:nn.Module # a `Classifier` (its `body` a headless timm model), or a bare body
@@ -161,13 +161,20 @@ def randomisation_verdict(last:dict, # `map_similarity` after the last step (eve
     return 'PASS' if last['mean_rho'] < mark and not hi >= mark else 'FAIL'
 
 # %% ../nbs/07_gradcam.ipynb #7d548eec
+def pooled_steps(tab:pd.DataFrame, # `cascading_randomisation`'s table (several models: concatenated)
+                 seed:int=0 # seed of the bootstrap redraws
+                )->pd.DataFrame:
+    "One row per cascade step: its layer and `pooled_similarity` of every model's images at that step."
+    return pd.DataFrame([dict(step=s, randomised_down_to=g.randomised_down_to.iloc[0], **pooled_similarity(g, seed=seed)) for s, g in tab.groupby('step', sort=True)])
+
 def plot_cascade(tab:pd.DataFrame, # `cascading_randomisation`'s table (several models: concatenated, with a `model` column)
                  maps:np.ndarray|None=None, # its maps (steps + 1, k, h, w) of one model, or None
                  mark:float=0.5, # the pass mark drawn
-                 title:str='' # the figure's title
+                 title:str='', # the figure's title
+                 seed:int=0 # seed of the CI's bootstrap (`pooled_steps`)
                 ):
     "Mean (with its 95% CI) and median rank correlation with the trained maps per cascade step, the models' images pooled (constant maps counted apart), and example maps per step."
-    steps = pd.DataFrame([dict(step=s, name=g.randomised_down_to.iloc[0], **pooled_similarity(g)) for s, g in tab.groupby('step', sort=True)]).set_index('step')
+    steps = pooled_steps(tab, seed).set_index('step')
     k = 0 if maps is None else maps.shape[1]
     fig = plt.figure(figsize=(6.5, 3.4 + 1.1 * k), layout='constrained')
     sf = fig.subfigures(2, 1, height_ratios=[3.4, 1.1 * k]) if k else [fig]
@@ -175,7 +182,7 @@ def plot_cascade(tab:pd.DataFrame, # `cascading_randomisation`'s table (several 
     a.plot(steps.index, steps.mean_rho, 'o-', label='mean (non-constant pairs)'); a.plot(steps.index, steps.median_rho, 's--', label='median')
     a.fill_between(steps.index, steps.mean_lo, steps.mean_hi, alpha=.25, label="mean's 95% CI (images)")
     a.axhline(mark, c='red', ls=':', label=f'pass mark {mark} (last step)'); a.axhline(0, c='grey', lw=.5)
-    a.set_xticks(steps.index, [s.replace('body.', '') for s in steps.name], rotation=60, ha='right', fontsize=8)
+    a.set_xticks(steps.index, [s.replace('body.', '') for s in steps.randomised_down_to], rotation=60, ha='right', fontsize=8)
     a.set(ylim=(-1.05, 1.05), xlabel='re-drawn from the top down to this layer (cumulative)', ylabel='Spearman correlation\nwith the trained maps (-1 to 1)')
     b = a.twinx(); b.bar(steps.index, steps.constant_b / steps.n * 100, alpha=.2, color='grey', label='constant randomised maps (%)')
     b.set(ylim=(0, 100), ylabel='constant maps (% of images)')
@@ -187,7 +194,7 @@ def plot_cascade(tab:pd.DataFrame, # `cascading_randomisation`'s table (several 
         for j, s in enumerate(show):
             for i in range(k):
                 axs[i, j].imshow(maps[s, i], cmap='jet', vmin=0, vmax=1); axs[i, j].set_xticks([]); axs[i, j].set_yticks([])
-            axs[0, j].set_title('trained' if s == 0 else f"to {steps.name[s].replace('body.', '')}", fontsize=8)
+            axs[0, j].set_title('trained' if s == 0 else f"to {steps.randomised_down_to[s].replace('body.', '')}", fontsize=8)
         axs[0, 0].set_ylabel('image 1', fontsize=8)
     return fig
 
