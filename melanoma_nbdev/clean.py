@@ -11,8 +11,9 @@ from pathlib import Path
 from .profiles import machine_text, reduced, _as_set
 
 # %% auto #0
-__all__ = ['RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'machine_paths', 'recorded_paths', 'scrub', 'is_test_cell',
-           'is_log', 'results_first', 'unlink', 'smoke_banner', 'data_note', 'chapter_record', 'run_note', 'clean_nb',
+__all__ = ['RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'LIMITS_HOME', 'machine_paths', 'recorded_paths', 'scrub',
+           'is_test_cell', 'is_log', 'results_first', 'unlink', 'smoke_banner', 'data_note', 'chapter_record',
+           'run_note', 'clean_nb', 'drop_range_index', 'no_dangling', 'anchor_sections', 'link_refs', 'point_limits',
            'process_nb', 'stage_book']
 
 # %% ../nbs/95_clean.ipynb #ce87bfe1
@@ -65,7 +66,7 @@ def is_test_cell(src:str, # a code cell's source
     has = any(check(n) for n in ast.walk(tree) if isinstance(n, ast.stmt))
     return has and (all(map(only, tree.body)) or not shows)
 
-_LOG_LINE = re.compile(r'Better model found at epoch|^\s*\d+%\|.*\|')
+_LOG_LINE = re.compile(r'Better model found at epoch|^\s*\d+%\|.*\||^--- \S')  # fastai's messages, progress bars, the library's progress headers ('--- lr=0.001 bs=8')
 _PATH_REPR = re.compile(r"^[\s\[\](),]*((Posix|Windows)?Path\('[^']*'\)[\s\[\](),]*)+$")
 
 def is_log(o:dict # one output of a code cell
@@ -90,7 +91,7 @@ def results_first(cells:list # a chapter's cells (with `cell_type` and `source`)
     run = next((i for i in heads if re.search(RUN_HEAD, cells[i].source, re.I | re.M)), None)
     if run is None or run == heads[0]: return cells
     end = next((i for i in heads if i > run and re.search(r'^##\s+Limits', cells[i].source, re.M)), len(cells))
-    how = nbformat.v4.new_markdown_cell('## How it is done\nThe sections below explain, define and test what the results above come from; the code is folded on the website.')
+    how = nbformat.v4.new_markdown_cell('## How it is done\nThe sections below explain, define and test what the results above come from; the code is folded on the website.', metadata={'report': 'how'})
     return cells[:heads[0]] + cells[run:end] + [how] + cells[heads[0]:run] + cells[end:]
 
 # %% ../nbs/95_clean.ipynb #5d074240
@@ -160,6 +161,7 @@ def _clean_outputs(c):
         if o.output_type == 'stream': o.text = ''.join(l for l in o.text.splitlines(True) if not _LOG_LINE.search(l))
         for k in ('text/markdown', 'text/plain', 'text/html'):
             if k in o.get('data', {}): o.data[k] = ''.join(o.data[k]).replace(f'> {SMOKE_BANNER}\n\n', '')
+        if 'text/html' in o.get('data', {}): o.data['text/html'] = re.sub(r'<table\b.*?</table>', lambda m: drop_range_index(m[0]), o.data['text/html'], flags=re.S)
 
 def _dropped(c)->bool:
     "Whether code cell `c` leaves the reader's page whatever it shows: the parameters, `show_doc`."
@@ -174,26 +176,36 @@ def _scrub_outputs(c, paths:list):
         for k in ('text/markdown', 'text/plain', 'text/html'):
             if k in o.get('data', {}): o.data[k] = unlink(scrub(o.data[k], paths))
 
+def _own(src:str, key:str)->list:
+    "The captions a cell gives itself in `#| key:` (a string, or a list for several), as a list."
+    import yaml
+    m = re.search(rf'^#\|\s*{key}:\s*(.+)$', src, re.M)
+    v = yaml.safe_load(m[1]) if m else []
+    return v if isinstance(v, list) else [v]
+
+def _caption_output(text:str):
+    import nbformat
+    return nbformat.from_dict(dict(output_type='display_data', metadata={'report': 'caption'}, data={'text/markdown': text, 'text/plain': ''}))
+
 def _number_outputs(c, num:str|None, fig:int, tab:int, head:str)->tuple:
-    "Caption the figures and tables of code cell `c` (numbered from `fig`, `tab` in chapter `num`, under section `head`) and fold its code; the new counts."
-    import yaml, nbformat
-    caps, outs = [], []
+    "Caption the figures and tables of code cell `c` (numbered from `fig`, `tab` in chapter `num`; its own `fig-cap`/`tbl-cap`, else section `head`), fold its code; the cells it becomes (one per figure, with its caption and alt text) and the new counts."
+    import nbformat
+    figs, tabs = _own(c.source, 'fig-cap'), _own(c.source, 'tbl-cap')
+    src = '\n'.join(l for l in c.source.splitlines() if not re.match(r'#\|\s*(fig-cap|fig-alt|tbl-cap):', l))
+    if src.strip() and not re.search(r'^#\|\s*code-fold:', src, re.M): src = '#| code-fold: true\n' + src
+    parts, outs = [], []
     for o in c.outputs:
         d = o.get('data', {})
-        if 'image/png' in d or 'image/jpeg' in d: fig += 1; caps.append(f"Figure {num or 0}.{fig}: {head}")
-        if '<table' in d.get('text/html', ''):
-            tab += 1
-            outs.append(nbformat.from_dict(dict(output_type='display_data', metadata={'report': 'caption'},
-                        data={'text/markdown': f"**Table {num or 0}.{tab}:** {head}", 'text/plain': ''})))
+        if '<table' in d.get('text/html', ''): tab += 1; outs.append(_caption_output(f"**Table {num or 0}.{tab}:** {tabs.pop(0) if tabs else head}"))
         outs.append(o)
-    c.outputs = outs
-    own = re.search(r'^#\|\s*fig-cap:\s*(.+)$', c.source, re.M)
-    if own:
-        mine = yaml.safe_load(own[1]); mine = mine if isinstance(mine, list) else [mine]
-        caps = [f"{cap.split(':')[0]}: {m}" for cap, m in zip(caps, mine + [head]*len(caps))]
-    if caps: c.source = _directive(c.source, 'fig-cap', caps if len(caps) > 1 else caps[0])
-    if c.source.strip() and not re.search(r'^#\|\s*code-fold:', c.source, re.M): c.source = '#| code-fold: true\n' + c.source
-    return fig, tab
+        if 'image/png' in d or 'image/jpeg' in d: fig += 1; own = figs.pop(0) if figs else head; parts.append((outs, f"Figure {num or 0}.{fig}: {own}", own)); outs = []
+    if outs or not parts: parts.append((outs, None, None))
+    cells = []
+    for i, (o, cap, alt) in enumerate(parts):
+        s = (src if i == 0 else '').strip('\n')
+        if cap: s = f'#| fig-cap: {json.dumps(cap)}\n#| fig-alt: {json.dumps(alt)}' + ('\n' + s if s else '')
+        cells.append(nbformat.from_dict({**c, 'source': s, 'outputs': o, 'id': c.get('id', 'cell') if i == 0 else f"{c.get('id', 'cell')}-{i}"}))
+    return cells, fig, tab
 
 def _title(c, fm:dict, num:str|None)->str:
     "Number the front matter `fm` of cell `c` with the chapter's `num`; its title."
@@ -215,36 +227,109 @@ def _note_cell(name:str, fm:dict, nn, num:str|None, prov:dict|None):
 def clean_nb(nb, # a notebook processed by nbdev (fastcore `AttrDict`s)
              name:str, # its file name, `NN_name.ipynb`
              paths:list, # from `machine_paths`
-             prov:dict|None=None # the run's provenance (smoke banner)
+             prov:dict|None=None, # the run's provenance (smoke banner)
+             pages:dict|None=None # chapter and appendix numbers -> their pages, for links (`link_refs`)
             ):
     "Make `nb` reader-first in place: see above."
     nn = re.match(r'(\d\d)\w*_', name); num = str(int(nn[1])) if nn else None
     nb.cells = results_first(nb.cells)  # results before the method, then numbered in the order shown
-    cells, fig, tab, head = [], 0, 0, ''
+    if num and int(num) < LIMITS_HOME and LIMITS_HOME in (pages or {}): nb.cells = point_limits(nb.cells, pages[LIMITS_HOME])
+    cells, fig, tab, head, method = [], 0, 0, '', False
+    anchors = anchor_sections(nb.cells, num)
     for c in nb.cells:
+        method = method or c.get('metadata', {}).get('report') == 'how'
         if c.cell_type == 'code':
             if _dropped(c): continue
             _clean_outputs(c)
-            if is_test_cell(c.source, shows=bool(c.outputs)) or (not c.source.strip() and not c.outputs): continue
+            if is_test_cell(c.source, shows=bool(c.outputs) and not method) or (not c.source.strip() and not c.outputs): continue
         fm = _front(c)
         if fm is not None: head = _title(c, fm, num)
         c.source = scrub(c.source, paths)
         if c.cell_type == 'markdown':
-            c.source = unlink(c.source)
-            if (h := re.findall(r'^#+\s+(.+)$', c.source, re.M)): head = h[-1].strip()
+            if (h := re.findall(r'^#+\s+(.+?)(?:\s*\{#[^}]*\})?\s*$', c.source, re.M)): head = h[-1].strip()
+            c.source = link_refs(unlink(c.source), pages or {}, anchors, num)
         if c.cell_type == 'code':
             _scrub_outputs(c, paths)
-            fig, tab = _number_outputs(c, num, fig, tab, head)
-        cells.append(c)
+            new, fig, tab = _number_outputs(c, num, fig, tab, head)
+            cells += new
+        else: cells.append(c)
         if fm is not None and (note := _note_cell(name, fm, nn, num, prov)) is not None: cells.append(note)
-    nb.cells = cells
+    nb.cells = no_dangling(cells)
     return nb
+
+# %% ../nbs/95_clean.ipynb #eed017d1
+def drop_range_index(h:str # the HTML of one pandas table
+                    )->str:
+    "`h` without its row numbers (a `RangeIndex` under an empty header); any other table unchanged."
+    body, head = re.search(r'<tbody>(.*?)</tbody>', h, re.S), re.search(r'<thead>(.*?)</thead>', h, re.S)
+    if not body: return h
+    firsts = re.findall(r'<tr[^>]*>\s*<t([hd])[^>]*>([^<]*)</t[hd]>', body[1])
+    if not firsts or [x for t, x in firsts] != [str(i) for i in range(len(firsts))] or any(t != 'h' for t, _ in firsts): return h
+    if head and not all(re.match(r'\s*<th[^>]*>\s*</th>', r) for r in re.findall(r'<tr[^>]*>(.*?)</tr>', head[1], re.S)): return h
+    h = re.sub(r'<tbody>.*?</tbody>', lambda m: re.sub(r'(<tr[^>]*>)\s*<th[^>]*>\d+</th>', r'\1', m[0]), h, flags=re.S)
+    return re.sub(r'<thead>.*?</thead>', lambda m: re.sub(r'(<tr[^>]*>)\s*<th[^>]*>\s*</th>', r'\1', m[0]), h, flags=re.S)
+
+def no_dangling(cells:list # a cleaned chapter's cells
+               )->list:
+    "`cells`, each Markdown cell that ends with a colon and is followed by nothing shown ending with a full stop instead."
+    for c, nxt in zip(cells, cells[1:] + [None]):
+        shown = nxt is not None and ((nxt.cell_type == 'code' and nxt.get('outputs')) or (nxt.cell_type == 'markdown' and re.match(r'\s*([-*|]|\d+\.)\s', nxt.source)))
+        if c.cell_type == 'markdown' and re.search(r'[^:]:$', c.source.rstrip()) and not shown: c.source = c.source.rstrip()[:-1] + '.'  # not a fenced div's closing ':::'
+    return cells
+
+def _slug(s): return re.sub(r'[^a-z0-9]+', '-', re.sub(r'`|\{#.*\}', '', s).lower()).strip('-')
+
+def anchor_sections(cells:list, # a chapter's cells, whose section headings get their anchors
+                    num:str|None # its number ('6'); None: no anchors
+                   )->dict:
+    "Give each section heading of the chapter its anchor, `s<num>-<slug>` (`-2`, ... for a repeated heading); each heading's text (lower case) -> its first anchor."
+    out, seen = {}, set()
+    def one(m):
+        a = base = f's{num}-{_slug(m[2])}'; k = 1
+        while a in seen: k += 1; a = f'{base}-{k}'
+        seen.add(a); out.setdefault(m[2].strip().lower(), a)
+        return f'{m[1]} {m[2].strip()} {{#{a}}}'
+    for c in cells:
+        if num and c.cell_type == 'markdown': c.source = re.sub(r'^(##+)\s+((?:(?!\{#).)+?)\s*$', one, c.source, flags=re.M)
+    return out
+
+def link_refs(s:str, # Markdown prose of one chapter
+              pages:dict, # chapter and appendix numbers -> their pages, e.g. {6: '06_error_analysis.html'}
+              anchors:dict|None=None, # the chapter's section headings -> anchors (`anchor_sections`)
+              num:str|None=None # the chapter's number
+             )->str:
+    "`s` with its section headings anchored, and 'chapter N', 'appendix N' and 'section \"X\"' linked (code, links and headings' text untouched)."
+    anchors = anchors or {}
+    def nums(m):
+        ns = re.findall(r'\d\d?', m[2])
+        if len(ns) == 1: return f'[{m[0]}]({pages[int(ns[0])]})' if int(ns[0]) in pages else m[0]
+        return m[1] + ' ' + re.sub(r'\d\d?', lambda n: f'[{n[0]}]({pages[int(n[0])]})' if int(n[0]) in pages else n[0], m[2])
+    def sec(m): return f'[{m[0]}](#{anchors[m[2].lower()]})' if m[2].lower() in anchors else m[0]
+    def prose(p):
+        p = re.sub(r'\b([Cc]hapters?|[Aa]ppendix|[Aa]ppendices) (\d\d?(?:(?:, | and | or | to |-|\u2013)\d\d?)*)\b', nums, p)
+        return re.sub(r'\bsection (["\u201c\'])([^"\u201d\'\n]{2,80})["\u201d\']', sec, p)
+    parts = re.split(r'((?s:```.*?```)|`[^`\n]*`|\[[^\]]*\]\([^)]*\)|^#+ .*$)', s, flags=re.M)
+    return ''.join(p if i % 2 else prose(p) for i, p in enumerate(parts))
+
+LIMITS_HOME = 10  # the chapter that lists every chapter's limits in one place: the discussion
+
+def point_limits(cells:list, # a chapter's cells
+                 page:str # the discussion's page
+                )->list:
+    "`cells` with the chapter's `## Limits` section replaced by a pointer to the one list of every limit (its hidden code cells kept)."
+    import nbformat
+    i = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown' and re.match(r'##\s+Limits\b', c.source)), None)
+    if i is None: return cells
+    j = next((j for j in range(i + 1, len(cells)) if cells[j].cell_type == 'markdown' and re.match(r'##\s', cells[j].source)), len(cells))
+    note = nbformat.v4.new_markdown_cell(f"## Limits\nThis chapter's limits are listed with those of every other chapter in one place: [the discussion, chapter {LIMITS_HOME}]({page}).")
+    return cells[:i] + [note] + [c for c in cells[i + 1:j] if c.cell_type != 'markdown'] + cells[j:]
 
 # %% ../nbs/95_clean.ipynb #0ac26df7
 def process_nb(src:Path, # an executed notebook
                dst:Path, # the processed copy
                paths:list|None=None, # from `machine_paths`: clean the notebook for readers (`clean_nb`); None: nbdev's docs processing only
-               prov:dict|None=None # the run's provenance (smoke banner)
+               prov:dict|None=None, # the run's provenance (smoke banner)
+               pages:dict|None=None # chapter and appendix numbers -> their pages (`link_refs`)
               )->Path:
     "Write `src` through nbdev's docs processing (and `clean_nb`) to `dst`."
     from fastcore.nbio import read_nb, write_nb
@@ -258,7 +343,7 @@ def process_nb(src:Path, # an executed notebook
         # nbdev's docs processors without the API docs (show_doc, links to the docs site) and the autogenerated-file warning
         procs = [FrontmatterProc, P.populate_language, P.strip_ansi, P.hide_line, P.filter_stream_, P.rm_header_dash, P.rm_export, P.clean_magics, P.hide_, P.strip_hidden_metadata]
         NBProcessor(nb=nb, procs=procs, rm_directives='quarto').process()
-        clean_nb(nb, Path(src).name, paths, prov)
+        clean_nb(nb, Path(src).name, paths, prov, pages)
     write_nb(nb, dst)
     return dst
 
@@ -277,7 +362,8 @@ def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
     shutil.copy(quarto_yml, book/'_quarto.yml')
     if (css := Path(quarto_yml).parent/'report.css').exists(): shutil.copy(css, book/'report.css')
     if (imgs := Path(quarto_yml).parent/'nbs'/'images').is_dir(): shutil.copytree(imgs, book/'images')  # images the notebooks' Markdown shows (index.ipynb's screenshot)
-    for nb in notebooks: process_nb(Path(nb), book/Path(nb).name, paths, prov)
+    pages = {int(m[1]): Path(nb).stem + '.html' for nb in notebooks if (m := re.match(r'(\d\d)\w*_', Path(nb).name))}
+    for nb in notebooks: process_nb(Path(nb), book/Path(nb).name, paths, prov, pages)
     if front and (book/'index.ipynb').exists():
         ix = nbformat.read(book/'index.ipynb', as_version=4)
         ix.cells.insert(1 if ix.cells and ix.cells[0].cell_type == 'raw' else 0, nbformat.v4.new_markdown_cell(front, metadata={'report': 'front'}))

@@ -8,16 +8,15 @@ Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/render.html.md"""
 from __future__ import annotations
 import base64, hashlib, json, os, re, shutil, subprocess, time
 from pathlib import Path
-from .profiles import project_root, reduced, _as_set
-from .clean import machine_paths, recorded_paths, scrub, chapter_record, PROFILE_ROLE, stage_book
+from .profiles import project_root, reduced
+from .clean import machine_paths, recorded_paths, PROFILE_ROLE, stage_book, link_refs
+from .paper import front_page, machines, commit_text
 
 # %% auto #0
-__all__ = ['TEXT_WIDTH_PT', 'REFERENCES', 'SOFTWARE', 'HEADLINE', 'FRONT_METRICS', 'DECISION_KEYS', 'CITE_RE', 'SEARCH_NOTE',
-           'PDF_LEAVES_OUT', 'numbered', 'fence', 'html_tables', 'fmt_num', 'fit_table', 'typst_table',
-           'compress_image', 'typo', 'output_md', 'cell_markdown', 'nb_markdown', 'fixed_rule_rows', 'headline_rows',
-           'md_table', 'references', 'citations', 'unresolved', 'machines', 'commits', 'commit_text', 'front_page',
-           'callouts_typst', 'report_markdown', 'render_pdf', 'pdf_layout_problems', 'finish_site', 'render_site',
-           'pdf_chapters', 'render_run']
+__all__ = ['TEXT_WIDTH_PT', 'LANDSCAPE_WIDTH_PT', 'LANDSCAPE_COLS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'numbered', 'fence',
+           'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
+           'nb_markdown', 'callouts_typst', 'pdf_links', 'report_markdown', 'render_pdf', 'pdf_layout_problems',
+           'finish_site', 'render_site', 'pdf_chapters', 'render_run']
 
 # %% ../nbs/96_render.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -128,27 +127,42 @@ TEXT_WIDTH_PT = 481  # A4 (595 pt) less two 2 cm margins
 
 def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
 
+LANDSCAPE_WIDTH_PT = 729  # A4 turned (842 pt) less the margins
+LANDSCAPE_COLS = 13  # a table with more columns than the page holds is turned to landscape up to this many, and split by columns beyond
+
+def _breaks(s:str)->str:
+    "`s` with break points after '_' and '/' and after '.' or '-' between letters, never inside a number; an interval '(lo to hi)' kept on one line."
+    s = re.sub(r'(\d) to (?=[-\d])', '\\1\u00a0to\u00a0', s)  # 0.930 to 0.964: one unit, breakable only before its parenthesis
+    return re.sub(r'([_/]|(?<=[A-Za-z])[.\-](?=[A-Za-z]))', '\\1\u200b', s)
+
+def _caption_typst(cap:str)->str:
+    "A Markdown caption line ('**Table 4.1:** text') as a Typst block that sticks to the table after it: never alone at the foot of a page."
+    lab, _, rest = cap.partition(':**')
+    return f'#block(sticky: true, below: 4pt)[#set text(size: 9pt)\n#strong({_tstr(lab.strip("*") + ":")}) #text({_tstr(re.sub(r"[*`]", "", rest).strip())})]\n'
+
 def typst_table(header:list, # column names
                 rows:list, # rows of cell strings
                 nidx:int=1, # leading index columns
-                notes:list|None=None # footnotes under the table
+                notes:list|None=None, # footnotes under the table
+                caption:str='', # its numbered caption ('**Table 4.1:** ...'), kept with it
+                landscape:bool=False # on a page of its own, turned
                )->str:
     "A raw Typst block: the table in small type, numbers right-aligned, wrapping columns when it would be too wide."
-    n = len(header)
+    n, width = len(header), LANDSCAPE_WIDTH_PT if landscape else TEXT_WIDTH_PT
     isnum = [j >= nidx and all(re.fullmatch(r'[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?|nan|', r[j].strip(), re.I) for r in rows) for j in range(n)]
     size = 9 if n <= 5 else 8 if n <= 7 else 7
     lens = [max([len(header[j])] + [len(r[j]) for r in rows]) for j in range(n)]
-    fits = sum(l * size * 0.55 + 6 for l in lens) <= TEXT_WIDTH_PT
+    fits = sum(l * size * 0.55 + 6 for l in lens) <= width
     wrap = [not fits and (l > 14 or max(lens) <= 14) for l in lens]  # too wide: short columns keep their width, long ones wrap
     cols = ', '.join(f'{min(l, 40)}fr' if w else 'auto' for l, w in zip(lens, wrap))
-    brk = lambda s: s if fits else re.sub(r'([_/.\-])', '\\1\u200b', s)  # break points in long names
+    brk = lambda s: s if fits else _breaks(s)
     cell = lambda s, b=False: f'[#{"strong" if b else "text"}({_tstr(brk(s))})]'
     body = ',\n  '.join(', '.join(map(cell, r)) for r in rows)
     align = ', '.join('right' if x else 'left' for x in isnum)
-    t = (f'#block(width: 100%, breakable: true)[#set text(size: {size}pt)\n#set par(justify: false)\n#table(columns: ({cols},), align: ({align},), stroke: none, inset: (x: 3pt, y: 2pt),\n'
+    t = (_caption_typst(caption) if caption else '') + (f'#block(width: 100%, breakable: true)[#set text(size: {size}pt)\n#set par(justify: false)\n#table(columns: ({cols},), align: ({align},), stroke: none, inset: (x: 3pt, y: 2pt),\n'
          f'  table.hline(stroke: 0.7pt), table.header({", ".join(cell(h, True) for h in header)}), table.hline(stroke: 0.4pt),\n  {body},\n  table.hline(stroke: 0.7pt))\n')
     t += ''.join(f'#text(size: 7pt)[#{_tstr(x)}] \\\n' for x in notes or []) + ']'
-    return fence(t, '{=typst}')
+    return fence(f'#page(flipped: true)[\n{t}\n]' if landscape else t, '{=typst}')
 
 # %% ../nbs/96_render.ipynb #c0f7cee9
 def compress_image(b:bytes, # a PNG or JPEG
@@ -191,10 +205,13 @@ def output_md(o:dict, # one output of a cleaned code cell
     md = ''.join(d.get('text/markdown', ''))
     if md: return '' if md.lstrip().startswith('| run |') else typo(md)
     if '<table' in d.get('text/html', ''):
-        out = [cap] if cap else []
+        out = []
         for h, r, n in html_tables(''.join(d['text/html'])):
             parts, notes = fit_table(h, r, n)
-            out += [typst_table(*p, notes=notes if i == len(parts) - 1 else None) for i, p in enumerate(parts)]
+            turn = len(parts) > 1  # too wide even transposed: a landscape page, split only beyond LANDSCAPE_COLS
+            if turn: parts, notes = fit_table(h, r, n, max_cols=LANDSCAPE_COLS)
+            out += [typst_table(*p, notes=notes if i == len(parts) - 1 else None, caption=(cap if i == 0 else cap.replace(':**', ' (continued):**', 1)) if cap and not out else '',
+                                landscape=turn) for i, p in enumerate(parts)]
         return '\n\n'.join(out)
     t = ''.join(d.get('text/plain', ''))
     return '' if not t.strip() or re.match(r'<(IPython|Figure|matplotlib)', t) else fence(t)
@@ -236,216 +253,6 @@ def nb_markdown(nb:Path, # a processed notebook
     import nbformat
     return '\n\n'.join(p for c in nbformat.read(nb, as_version=4).cells for p in cell_markdown(c, media, code))
 
-# %% ../nbs/96_render.ipynb #6c75babc
-REFERENCES = [
-    "Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity checks for saliency maps. *Advances in Neural Information Processing Systems 31* (NeurIPS 2018).",
-    "Codella N., Rotemberg V., Tschandl P., Celebi M. E., Dusza S., Gutman D., et al. (2019). Skin lesion analysis toward melanoma detection 2018: a challenge hosted by the International Skin Imaging Collaboration (ISIC). arXiv:1902.03368.",
-    "Cohen J. (1988). *Statistical power analysis for the behavioral sciences*, 2nd ed. Hillsdale, NJ: Lawrence Erlbaum.",
-    "Kull M., Perello-Nieto M., Kängsepp M., Silva Filho T., Song H., Flach P. (2019). Beyond temperature scaling: obtaining well-calibrated multi-class probabilities with Dirichlet calibration. *Advances in Neural Information Processing Systems 32* (NeurIPS 2019).",
-    "Menon A. K., Jayasumana S., Rawat A. S., Jain H., Veit A., Kumar S. (2021). Long-tail learning via logit adjustment. *International Conference on Learning Representations* (ICLR 2021).",
-    "Nixon J., Dusenberry M. W., Zhang L., Jerfel G., Tran D. (2019). Measuring calibration in deep learning. *CVPR Workshops* (2019), 38-41.",
-    "Selvaraju R. R., Cogswell M., Das A., Vedantam R., Parikh D., Batra D. (2017). Grad-CAM: visual explanations from deep networks via gradient-based localization. *Proceedings of the IEEE International Conference on Computer Vision (ICCV)*, 618-626.",
-    "Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. *Scientific Data* 5, 180161. doi:10.1038/sdata.2018.161.",
-    "Winkler J. K., Fink C., Toberer F., et al. (2019). Association between surgical skin markings in dermoscopic images and diagnostic performance of a deep learning convolutional neural network for melanoma recognition. *JAMA Dermatology* 155(10), 1135-1141.",
-    "Zhou B., Khosla A., Lapedriza A., Oliva A., Torralba A. (2016). Learning deep features for discriminative localization. *Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)*, 2921-2929."]
-
-SOFTWARE = {  # package (as in a run's provenance) -> its reference; {v} is the version the run used
-    'torch': "Paszke A., Gross S., Massa F., et al. (2019). PyTorch: an imperative style, high-performance deep learning library. *NeurIPS 32*. Software: torch {v}.",
-    'fastai': "Howard J., Gugger S. (2020). Fastai: a layered API for deep learning. *Information* 11(2), 108. Software: fastai {v}.",
-    'timm': "Wightman R. (2019). PyTorch Image Models. https://github.com/huggingface/pytorch-image-models, doi:10.5281/zenodo.4414861. Software: timm {v}.",
-    'grad-cam': "Gildenblat J., et al. (2021). PyTorch library for CAM methods. https://github.com/jacobgil/pytorch-grad-cam. Software: grad-cam {v}.",
-    'scikit-learn': "Pedregosa F., Varoquaux G., Gramfort A., et al. (2011). Scikit-learn: machine learning in Python. *Journal of Machine Learning Research* 12, 2825-2830. Software: scikit-learn {v}.",
-    'numpy': "Harris C. R., Millman K. J., van der Walt S. J., et al. (2020). Array programming with NumPy. *Nature* 585, 357-362. Software: numpy {v}.",
-    'pandas': "McKinney W. (2010). Data structures for statistical computing in Python. *Proceedings of the 9th Python in Science Conference*, 56-61. Software: pandas {v}.",
-    'matplotlib': "Hunter J. D. (2007). Matplotlib: a 2D graphics environment. *Computing in Science & Engineering* 9(3), 90-95. Software: matplotlib {v}.",
-    'seaborn': "Waskom M. L. (2021). seaborn: statistical data visualization. *Journal of Open Source Software* 6(60), 3021. Software: seaborn {v}.",
-    'nbdev': "fast.ai (2020). nbdev: create delightful software with Jupyter notebooks. https://github.com/AnswerDotAI/nbdev. Software: nbdev {v}.",
-    'papermill': "nteract (2017). papermill: parameterize and execute Jupyter notebooks. https://github.com/nteract/papermill. Software: papermill {v}."}
-
-HEADLINE = ('balanced_accuracy', 'accuracy', 'macro_auc', 'mel_auc', 'mel_sens_at_80_spec', 'mel_sens_at_90_spec')  # k-fold metrics (runs without chapter 6)
-FRONT_METRICS = {'balanced_accuracy': 'balanced accuracy', 'accuracy': 'accuracy', 'macro_auc': 'macro AUC (one vs rest)', 'mel_auc': 'melanoma AUC',
-                 'spec80: sens': 'melanoma sensitivity at the 80%-specificity threshold', 'mel_sensitivity': 'melanoma sensitivity at the 80%-specificity threshold',
-                 'spec80: spec': 'melanoma specificity at that threshold', 'mel_specificity': 'melanoma specificity at that threshold'}  # result key -> front-page name
-
-def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-def _cell(r:dict)->str:
-    "'estimate (lo to hi)' of a bootstrap record."
-    f = lambda k: f'{float(r[k]):.3f}'
-    return f('estimate') + (f" ({f('lo')} to {f('hi')})" if _num(r.get('lo')) and _num(r.get('hi')) else '')
-
-DECISION_KEYS = ('balanced_accuracy', 'accuracy')  # what a decision rule changes (chapter 06); AUCs and melanoma thresholds use the plain probabilities
-
-def _read(f:Path)->dict:
-    try: return json.loads(Path(f).read_text())
-    except (OSError, ValueError): return {}
-
-def fixed_rule_rows(results:Path, # a run's results folder
-                    columns:list # the headline table's evaluation columns, as `headline_rows` names them
-                   )->list:
-    "Balanced accuracy and accuracy under the decision rule chapter 06 fixed (when it is not the plain top class), one cell per column."
-    dr = _read(Path(results)/'decision_rule.json')
-    if not dr.get('fixed_rule_metrics') or dr.get('rule') == 'top class': return []
-    cells = {f'HAM10000 out-of-fold, {lvl} level': {r['metric']: _cell(r) for r in recs} for lvl, recs in dr['fixed_rule_metrics'].items()}
-    cells['ISIC 2018 locked test, image level'] = {r['level_1']: _cell(r) for r in _read(Path(results)/'locked_test.json').get('decision_rule', {}).get('metrics', []) if r.get('fixed')}
-    return [[f"{FRONT_METRICS[k]}, fixed rule ({dr['rule']})"] + [cells.get(c, {}).get(k, '') for c in columns] for k in DECISION_KEYS]
-
-def headline_rows(results:Path # a run's results folder
-                 )->tuple:
-    "(header, rows): the front page's metrics, one column per evaluation that exists (estimate and 95% CI)."
-    R, cols = Path(results), {}
-    load = lambda n: _read(R/n)
-    if (ea := load('error_analysis.json')) and isinstance(ea.get('headline'), dict):
-        for lvl in ('lesion', 'image'): cols[f'HAM10000 out-of-fold, {lvl} level'] = {r['metric']: _cell(r) for r in ea['headline'].get(lvl, [])}
-    elif (km := load('kfold_metrics.json')):
-        r = next(iter(sorted([r for r in km.get('metrics', []) if km.get('main') in r.values()], key=lambda r: bool(r.get('tta')))), {})  # without TTA first
-        cols['HAM10000 out-of-fold (no intervals)'] = {k: f'{float(r[k]):.3f}' for k in HEADLINE if _num(r.get(k))}
-    if (lt := load('locked_test.json')) and isinstance(lt.get('headline'), list):
-        cols['ISIC 2018 locked test, image level'] = {r['metric']: _cell(r) for r in lt['headline']}
-    fixed, ruled = fixed_rule_rows(R, list(cols)), [FRONT_METRICS[k] for k in DECISION_KEYS]
-    label = lambda n: n + (', top class' if fixed and n in ruled else '')  # the fixed rule's rows lead; the plain top class follows, named as such
-    rows = fixed + [[label(n)] + [next((v[k] for k, m in FRONT_METRICS.items() if m == n and k in v), '') for v in cols.values()] for n in dict.fromkeys(FRONT_METRICS.values())]
-    rows += [[k.replace('_', ' ')] + [v.get(k, '') for v in cols.values()] for k in HEADLINE if k not in FRONT_METRICS and any(k in v for v in cols.values())]
-    return ['metric', *cols], [r for r in rows if any(r[1:])]
-
-def md_table(header:list, # column names
-             rows:list, # rows of cells
-             widths:list|None=None # relative column widths (pandoc reads them from the dashes)
-            )->str:
-    "A pipe table, left-aligned."
-    esc = lambda s: str(s).replace('|', '\\|').replace('\n', ' ')
-    rule = '|' + ''.join(':' + '-' * (3 * w) + '|' for w in widths or [1] * len(header))
-    return '\n'.join(['| ' + ' | '.join(map(esc, header)) + ' |', rule] + ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
-
-# %% ../nbs/96_render.ipynb #3d4330b0
-CITE_RE = re.compile(r"\b([A-Z][\w'\-]+) (?:et al\.(?:'s)?|and [A-Z][\w'\-]+),? \(?(?:[A-Z][A-Za-z]* )?((?:19|20)\d\d)\b|\b([A-Z][\w'\-]+) \(((?:19|20)\d\d)\)")
-
-def references(packages:dict|None=None # package -> version, as in a run's provenance (`packages`)
-              )->list:
-    "The works cited and the libraries used (with their versions), sorted by first author."
-    v = packages or {}
-    return sorted(REFERENCES + [r.format(v=v.get(k, 'version not recorded')) for k, r in SOFTWARE.items()], key=str.casefold)
-
-def citations(text:str # prose that cites works as 'Name et al. 2019'
-             )->list:
-    "(surname, year) of every citation in `text`, in order."
-    return [tuple(g for g in m.groups() if g) for m in CITE_RE.finditer(text)]
-
-def unresolved(text:str, # prose with citations
-               refs:list # reference entries ('Surname A., ... (year). Title ...')
-              )->list:
-    "The citations of `text` that no entry of `refs` resolves (one that starts with the surname and holds '(year)')."
-    return [c for c in dict.fromkeys(citations(text)) if not any(r.startswith(c[0] + ' ') and f'({c[1]})' in r for r in refs)]
-
-# %% ../nbs/96_render.ipynb #f7afd3ec
-def _chapters_by(prov:dict, key)->list:
-    "(key(chapter_record), [chapter numbers]) of a run's chapters, in the order first used."
-    out = {}
-    for n in prov.get('notebooks', []): out.setdefault(key(chapter_record(prov, n['notebook'])), []).append(n['notebook'][:2])
-    return list(out.items())
-
-def machines(prov:dict # a run's provenance
-            )->list:
-    "(machine, [chapter numbers]) of a run, in the order first used: where each chapter ran (`chapter_record`)."
-    return _chapters_by(prov, lambda r: r['machine'])
-
-def commits(prov:dict # a run's provenance
-           )->list:
-    "(git commit, [chapter numbers]) of a run, in the order first used: the code each chapter ran (`chapter_record`); a resumed run can have several."
-    return _chapters_by(prov, lambda r: str(r['git_commit'])[:12])
-
-def commit_text(prov:dict # a run's provenance
-               )->str:
-    "The run's commit, or each commit with the chapters that ran on it."
-    cs = commits(prov) or [(str(prov.get('git_commit'))[:12], [])]
-    return f"`{cs[0][0]}`" if len(cs) == 1 else '; '.join(f"`{c}` (chapters {', '.join(ch)})" for c, ch in cs)
-
-def _run_status(prov:dict)->str:
-    "The front page's one-line status of the run: smoke, reduced, or the report's results."
-    smoke, red = prov.get('smoke'), reduced(prov)
-    return ('**smoke run**: a tiny CPU check that the code runs end to end. Its model numbers are noise, not results, and must not be quoted.' if smoke
-            else f"**reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it differ from the profile. It checks the pipeline; its model numbers are not the report's results." if red
-            else f"**{prov.get('profile')} run**: the report's results." + (f" It is {PROFILE_ROLE[prov.get('profile')]}." if prov.get('profile') in PROFILE_ROLE else '') + (f" Overrides of the profile: {', '.join(f'{k}={_as_set(v)}' for k, v in prov['overrides'].items())}." if prov.get('overrides') else ''))
-
-def _about(prov:dict, status:str, expected:list|None)->list:
-    "The front page's opening sections: the not-results warning, what the report is, and this run."
-    smoke, red, p = prov.get('smoke'), reduced(prov), prov.get('parameters', {})
-    ran = {n['notebook'] for n in prov.get('notebooks', [])}
-    missing = [n for n in expected or [] if n not in ran]
-    return ([f'::: {{.callout-warning title="{"Smoke" if smoke else "Reduced"} run: the model numbers of this report are not results"}}\n' + status + '\n:::'] if smoke or red else []) + ['## About this report',
-           'A reproducible report on classifying dermoscopic images of skin lesions (HAM10000, seven diagnostic classes, and the clinical question: melanoma or not). '
-           'Each chapter is a notebook executed top to bottom for this run; every number below and in the chapters comes from the run described here, '
-           'and this page itself is generated from its result files. The code of each chapter is on the website (folded under each result); '
-           'so are the appendices (90 run profiles and provenance, 91 the report pipeline, 92 the GPU path, 93 the web page, 94 the loaders, 95 to 97 cleaning, rendering and publishing the report, 98 the risk rule, 99 scoring images), which the PDF leaves out.',
-           '## This run',
-           md_table(['', ''], [('status', status), ('profile', f"`{prov.get('profile')}`: " + ', '.join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())),
-                               ('git commit', commit_text(prov)), ('date (UTC)', prov.get('date_utc', '')),
-                               ('hardware', '; '.join(f"{m} (chapters {', '.join(c)})" for m, c in machines(prov))),
-                               ('chapters', ', '.join(f"{n['notebook']} ({n['status']}, {n.get('seconds') or 0:.0f} s)" for n in prov.get('notebooks', []))
-                                + (f"; not in this run: {', '.join(missing)}" if missing else ''))], [1, 5])]
-
-def _headline(run:Path, prov:dict)->list:
-    "The front page's headline results: the table of `headline_rows` and how to read it."
-    smoke, red = prov.get('smoke'), reduced(prov)
-    out = ['## Headline results']
-    header, rows = headline_rows(run/'results')
-    if not rows: return out + ['This run has no model results (no `kfold_metrics.json`, `error_analysis.json` or `locked_test.json` in its results folder).']
-    if smoke or red: out.append(f'::: {{.callout-warning title="{"Smoke" if smoke else "Reduced"} run"}}\nThese numbers come from a {"smoke" if smoke else "reduced"} run and are **not results**: they only show that the pipeline produces them.\n:::')
-    out.append(md_table(header, rows, [3] + [2] * (len(header) - 1)))
-    out.append('Estimates with 95% percentile-bootstrap intervals. Out-of-fold: each image is scored by the fold model that did not train on it (chapter 5); '
-               'lesion level averages the probabilities of a lesion\'s images and resamples lesions (chapter 6), image level resamples images. '
-               'The 80%-specificity threshold is chosen on other folds than the one it is applied to (chapter 6), and for the locked test set '
-               'on all HAM10000 out-of-fold predictions, never on the test images; the test set has no lesion identifiers (chapter 9).'
-               + (f" Balanced accuracy and accuracy are given first for the decision rule fixed on HAM10000 in chapter 6 (**{rule}**), then for the plain top class; "
-                  'the AUCs and the melanoma thresholds use the plain probabilities, which no decision rule changes.' if (rule := _read(run/'results'/'decision_rule.json').get('rule')) and rule != 'top class' else ''))
-    return out
-
-def _key_figures(run:Path, smoke:bool, pdf:bool)->list:
-    "The front page's key figures, from the run's `results/figures`."
-    figs = sorted((run/'results'/'figures').glob('*.png'))
-    if not figs: return []
-    caps = [f.with_suffix('.txt').read_text().strip() if f.with_suffix('.txt').exists() else f.stem.replace('_', ' ') for f in figs]
-    return ['## Key figures'] + [f"![Key figure {i}: {cap}{' SMOKE RUN: not results.' if smoke else ''}](figures/{f.name})" + ('{width=80%}' if pdf else '')
-                                 for i, (f, cap) in enumerate(zip(figs, caps), 1)]
-
-def _model_card(run:Path, prov:dict)->list:
-    "The front page's model card: the model, its intended use, the data and its limits, subgroups, licence."
-    p, smoke, pc = prov.get('parameters', {}), prov.get('smoke'), run/'results'/'per_class.csv'
-    out = ['## Model card',
-           '**Model.** ' + (f"The main configuration of the k-fold chapter (`{json.loads((run/'results'/'kfold_metrics.json').read_text()).get('main')}`), one model per fold, "
-                            if (run/'results'/'kfold_metrics.json').exists() else 'The k-fold models of chapter 5, ') +
-           f"trained on {p.get('n_images') or 'all'} HAM10000 images at {p.get('img_size')} px for {p.get('epochs')} epoch(s); predictions average the fold models.",
-           '**Intended use.** Research and teaching: studying how a skin-lesion classifier is trained, validated by lesion, calibrated and explained, and reproducing this report.',
-           '**Not intended use.** Diagnosis, triage or any clinical decision; use on images unlike HAM10000 (clinical photographs, other dermatoscopes, other populations) without new validation; '
-           'any use by or on patients.',
-           '**Data and its limits.** HAM10000 (Tschandl et al. 2018): 10,015 dermoscopic images of 7,470 lesions in seven classes from two sites (Vienna, Queensland), '
-           'mostly fair-skinned patients; the classes are very unbalanced (about two thirds are naevi); diagnoses are partly by histopathology and partly by follow-up or expert consensus. '
-           'Artefacts such as rulers, hair and surgical skin markings can drive predictions (Winkler et al. 2019). Results on it need not transfer to other populations or devices.']
-    if pc.exists():
-        import pandas as pd
-        t = pd.read_csv(pc); t = t[[c for c in t.columns if not str(c).startswith('Unnamed')]][:12].round(3)
-        out += ['**Subgroup performance** (per class, out-of-fold' + (', smoke run: not results' if smoke else '') + '):',
-                md_table(list(map(str, t.columns)), [[fmt_num(str(v)) for v in r] for r in t.astype(str).values.tolist()])]
-    return out + ['**Licence.** The code is Apache-2.0. HAM10000 is licensed CC BY-NC 4.0 (attribution, non-commercial), and so are the models trained on it and their predictions: no commercial use.']
-
-def _closing(prov:dict)->list:
-    "The front page's last sections: the disclaimer, how to cite, the references."
-    return ['## Disclaimer', '**Research software, not a diagnostic device.** Nothing in this report is medical advice; its models must not be used to decide about any patient.',
-            '## How to cite',
-            'Cite the data as: Tschandl P., Rosendahl C., Kittler H. (2018). The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions. '
-            '*Scientific Data* 5, 180161. Cite this report as: melanoma_nbdev, ' + f"commit {commit_text(prov)}, run of {prov.get('date_utc', '')[:10]} (profile `{prov.get('profile')}`).",
-            '## References', '\n'.join(f'{i}. {r}' for i, r in enumerate(references(prov.get('packages')), 1))]
-
-def front_page(run:Path, # the run folder
-               prov:dict, # its provenance
-               paths:list|None=None, # from `machine_paths`
-               pdf:bool=False, # for the PDF (figures sized to the page)
-               expected:list|None=None # the project's numbered notebooks: those the run lacks are named
-              )->str:
-    "The front page's Markdown: sections at level 2."
-    out = [*_about(prov, _run_status(prov), expected), *_headline(run, prov), *_key_figures(run, prov.get('smoke'), pdf), *_model_card(run, prov), *_closing(prov)]
-    return scrub('\n\n'.join(out), paths or [])
-
 # %% ../nbs/96_render.ipynb #3bd4c233
 def _typst_header(prov):
     t = ['#set figure(numbering: none)', '#show table: set par(justify: false)', '#show heading.where(level: 1): it => { v(1.2em); line(length: 100%, stroke: 0.6pt + gray); it }',
@@ -471,6 +278,16 @@ def callouts_typst(md:str # Markdown with Quarto callouts (`::: {.callout-warnin
                 + f'\n\n{m[3]}\n\n' + fence(']', '{=typst}'))
     return re.sub(r'^::: \{\.callout-(\w+)(?: title="([^"]*)")?\}\n(.*?)\n:::$', box, md, flags=re.S | re.M)
 
+def pdf_links(md:str, # the PDF's Markdown of one notebook, or of the front page
+              chapters:list, # the notebooks the PDF carries
+              name:str|None=None # this notebook's name: its title gets the chapter's anchor
+             )->str:
+    "`md` with the site's links between pages made links inside the PDF (to `#ch-6`, or to the section's anchor), and links to pages the PDF leaves out made plain text."
+    inpdf = {Path(n).stem: f"ch-{int(n[:2])}" for n in chapters}
+    if name in chapters: md = re.sub(r'^# (.+)$', lambda m: f'# {m[1]} {{#{inpdf[Path(name).stem]}}}', md, count=1, flags=re.M)
+    def link(m): return f'[{m[1]}](#{m[3] or inpdf[m[2]]})' if m[2] in inpdf else m[1]
+    return re.sub(r'\[([^\]]*)\]\((\d\d\w*_\w+)\.html(?:#([\w-]+))?\)', link, md)
+
 def report_markdown(book:Path, # the staging folder
                     notebooks:list, # names of the notebooks, in order
                     prov:dict, # the run's provenance
@@ -484,9 +301,9 @@ def report_markdown(book:Path, # the staging folder
            f"{PROFILE_ROLE[prov['profile']][0].upper()}{PROFILE_ROLE[prov['profile']][1:]}. " if prov.get('profile') in PROFILE_ROLE else '') + f"Profile {prov.get('profile')}, commit {commit_text(prov).replace('`', '')}, {prov.get('date_utc', '')[:10]}"
     meta = dict(title=title, subtitle=sub, author='melanoma_nbdev', papersize='a4', fontsize='9.5pt', margin=dict(x='2cm', y='2.2cm'), **{'page-numbering': '1'})
     head = 'header-includes: |\n' + ''.join(f'  {l}\n' for l in fence(_typst_header(prov), '{=typst}').splitlines())
-    body = '\n\n'.join(nb_markdown(book/n, d/'media', code=False) for n in notebooks)
+    body = '\n\n'.join(pdf_links(nb_markdown(book/n, d/'media', code=False), notebooks, n) for n in notebooks)
     toc = fence('#outline(depth: 1)', '{=typst}')
-    (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(front)) + '\n\n' + toc + '\n\n' + callouts_typst(body))
+    (d/'report.md').write_text('---\n' + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + head + '---\n\n' + callouts_typst(typo(pdf_links(front, notebooks))) + '\n\n' + toc + '\n\n' + callouts_typst(body))
     return d/'report.md'
 
 # %% ../nbs/96_render.ipynb #4f75a0c8
@@ -574,11 +391,12 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
     if (run/'results'/'data.json').exists(): data.append(json.loads((run/'results'/'data.json').read_text()).get('data'))
     paths = machine_paths(run, root, [d for d in data if d], recorded_paths(prov))
     expected = [p.name for p in numbered(root/'nbs')]
-    front = front_page(run, prov, paths, expected=expected)
+    pages = {int(n[:2]): n.replace('.ipynb', '.html') for n in done}
+    front = link_refs(front_page(run, prov, paths, expected=expected), pages)
     book = stage_book([root/'nbs'/'index.ipynb', *[run/'notebooks'/n for n in done]], run/'book', root/'_quarto.yml', paths, prov, front)
     if (figs := run/'results'/'figures').is_dir():  # the front page's key figures, beside the site's index and the PDF's Markdown
         for d in (run/'book', run/'book'/'_pdf'): shutil.copytree(figs, d/'figures', dirs_exist_ok=True)
-    t0 = time.time(); pdf = render_pdf(report_markdown(book, pdf_chapters(done), prov, front_page(run, prov, paths, pdf=True, expected=expected)), run/'report.pdf')
+    t0 = time.time(); pdf = render_pdf(report_markdown(book, pdf_chapters(done), prov, link_refs(front_page(run, prov, paths, pdf=True, expected=expected), pages)), run/'report.pdf')
     shutil.copy(pdf, book/'report.pdf')
     site = render_site(book, run/'site'); t1 = time.time()
     print(f'rendered {run/"site"/"index.html"} and {pdf} in {t1-t0:.1f} s ({"Quarto" if shutil.which("quarto") else "offline: smalldocs, pandoc + typst"})')
