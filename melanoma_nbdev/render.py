@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64, hashlib, json, os, re, shutil, subprocess, time
 from pathlib import Path
 from .profiles import project_root, reduced, _as_set
-from .clean import machine_paths, recorded_paths, scrub, chapter_record, PROFILE_ROLE, stage_book
+from .clean import machine_paths, recorded_paths, scrub, chapter_record, PROFILE_ROLE, stage_book, sample_text
 
 # %% auto #0
 __all__ = ['TEXT_WIDTH_PT', 'REFERENCES', 'SOFTWARE', 'HEADLINE', 'FRONT_METRICS', 'DECISION_KEYS', 'CITE_RE', 'SEARCH_NOTE',
@@ -414,7 +414,7 @@ def _model_card(run:Path, prov:dict)->list:
     out = ['## Model card',
            '**Model.** ' + (f"The main configuration of the k-fold chapter (`{json.loads((run/'results'/'kfold_metrics.json').read_text()).get('main')}`), one model per fold, "
                             if (run/'results'/'kfold_metrics.json').exists() else 'The k-fold models of chapter 5, ') +
-           f"trained on {p.get('n_images') or 'all'} HAM10000 images at {p.get('img_size')} px for {p.get('epochs')} epoch(s); predictions average the fold models.",
+           f"trained on HAM10000 ({sample_text(prov)}) at {p.get('img_size')} px for {p.get('epochs')} epoch(s); predictions average the fold models.",
            '**Intended use.** Research and teaching: studying how a skin-lesion classifier is trained, validated by lesion, calibrated and explained, and reproducing this report.',
            '**Not intended use.** Diagnosis, triage or any clinical decision; use on images unlike HAM10000 (clinical photographs, other dermatoscopes, other populations) without new validation; '
            'any use by or on patients.',
@@ -571,7 +571,9 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
     prov = json.loads((run/'provenance.json').read_text())
     done = [n['notebook'] for n in prov['notebooks'] if n['status'] == 'ok']
     data = [prov['data']] if prov.get('data') else []
-    if (run/'results'/'data.json').exists(): data.append(json.loads((run/'results'/'data.json').read_text()).get('data'))
+    if (run/'results'/'data.json').exists():  # chapter 00's record: the data folder, and the images and lesions the run really used (the profile's `n_images` is a target)
+        dj = json.loads((run/'results'/'data.json').read_text()); data.append(dj.get('data'))
+        prov = {**prov, 'data_counts': {k: dj[k] for k in ('n_images', 'n_lesions') if k in dj}}
     paths = machine_paths(run, root, [d for d in data if d], recorded_paths(prov))
     expected = [p.name for p in numbered(root/'nbs')]
     front = front_page(run, prov, paths, expected=expected)
