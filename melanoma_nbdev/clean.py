@@ -12,9 +12,9 @@ from .profiles import machine_text, reduced, _as_set
 
 # %% auto #0
 __all__ = ['RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'LIMITS_HOME', 'machine_paths', 'recorded_paths', 'scrub',
-           'is_test_cell', 'is_log', 'results_first', 'unlink', 'smoke_banner', 'data_note', 'chapter_record',
-           'run_note', 'clean_nb', 'drop_range_index', 'no_dangling', 'anchor_sections', 'link_refs', 'point_limits',
-           'process_nb', 'stage_book']
+           'is_test_cell', 'is_log', 'results_first', 'unlink', 'sample_text', 'smoke_banner', 'data_note',
+           'chapter_record', 'run_note', 'clean_nb', 'drop_range_index', 'no_dangling', 'anchor_sections', 'link_refs',
+           'point_limits', 'process_nb', 'stage_book']
 
 # %% ../nbs/95_clean.ipynb #ce87bfe1
 _TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
@@ -104,12 +104,19 @@ def unlink(s:str # Markdown or HTML
     s = re.sub(rf'\[([^\]]*)\]\({DOCS_URL}\)', r'\1', s)
     return re.sub(rf'<a [^>]*href=["\']{DOCS_URL}["\'][^>]*>(.*?)</a>', r'\1', s, flags=re.S)
 
+def sample_text(prov:dict # the run's provenance, with `data_counts` ({'n_images', 'n_lesions'} of chapter 00's `data.json`) where the renderer found them
+               )->str:
+    "The images a run used: the data's real count and its lesions where recorded, else the profile's `n_images` (a target, hence 'about') or 'all images'."
+    d, n = prov.get('data_counts') or {}, prov.get('parameters', {}).get('n_images')
+    if d.get('n_images'): return f"{d['n_images']:,} images" + (f" of {d['n_lesions']:,} lesions" if d.get('n_lesions') else '')
+    return f"about {n:,} images" if n else 'all images'
+
 def smoke_banner(prov:dict # the run's provenance
                 )->str:
     "The coloured callout on every chapter whose numbers come from a smoke run's models."
     p = prov.get('parameters', {})
     return ('::: {.callout-warning title="Smoke run: the model numbers on this page are not results"}\n'
-            f"This page comes from a **smoke run** (profile `{prov.get('profile')}`: {p.get('n_images') or 'all'} images at {p.get('img_size')} px, "
+            f"This page comes from a **smoke run** (profile `{prov.get('profile')}`: {sample_text(prov)} at {p.get('img_size')} px, "
             f"{p.get('epochs')} epoch(s), {p.get('folds')} folds), which only checks that the code runs end to end. "
             "Its model numbers are noise and must not be quoted; facts about the dataset itself are not affected.\n:::")
 
@@ -118,7 +125,7 @@ def data_note(prov:dict # the run's provenance
     "The quieter note on a smoke run's data chapters: their dataset facts are not noise."
     return ('::: {.callout-note title="Smoke run: dataset facts hold"}\n'
             "No model is trained in this chapter. Its facts about the dataset do not depend on the run profile, except where a section says it "
-            f"describes this run (the `{prov.get('profile')}` profile's sample of {prov.get('parameters', {}).get('n_images') or 'all'} images).\n:::")
+            f"describes this run (the `{prov.get('profile')}` profile's sample: {sample_text(prov)}).\n:::")
 
 def chapter_record(prov:dict, # the run's provenance
                    name:str # a notebook's file name
@@ -139,7 +146,7 @@ def run_note(prov:dict, # the run's provenance
     what = (f"A **reduced {prov.get('profile')} run**: its overrides ({', '.join(red)}) make it differ from the profile, so it checks the pipeline and its model numbers "
             "are not the report's results. " if red else f"The **{prov.get('profile')} run** of this report" + (f", {PROFILE_ROLE[prov.get('profile')]}" if prov.get('profile') in PROFILE_ROLE else '') + ". ")
     return ('::: {.callout-' + ('warning title="Reduced run: the model numbers on this page are not results"' if red else 'note title="Where the numbers on this page come from"') + '}\n'
-            + what + f"Profile `{prov.get('profile')}` ({p.get('n_images') or 'all'} images at {p.get('img_size')} px, {_epochs(p.get('epochs'))}, {p.get('folds')} folds"
+            + what + f"Profile `{prov.get('profile')}` ({sample_text(prov)} at {p.get('img_size')} px, {_epochs(p.get('epochs'))}, {p.get('folds')} folds"
             + (f"; overrides: {', '.join(f'{k}={_as_set(v)}' for k, v in o.items())}" if o else '') + "), "
             f"git commit `{r['git_commit']}`; this chapter was executed on {str(r['finished_utc'])[:10]} on {r['machine']}.\n:::")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json, re
 from pathlib import Path
 from .profiles import reduced, _as_set, machine_text
-from .clean import scrub, chapter_record, PROFILE_ROLE
+from .clean import scrub, chapter_record, PROFILE_ROLE, sample_text
 
 # %% auto #0
 __all__ = ['SMOKE_ABSTRACT', 'BACKGROUND', 'REFERENCES', 'SOFTWARE', 'HEADLINE', 'FRONT_METRICS', 'DECISION_KEYS', 'CITE_RE',
@@ -358,7 +358,7 @@ def _model_card(run:Path, prov:dict)->list:
     out = ['## Model card',
            '**Model.** ' + (f"The main configuration of the k-fold chapter (`{json.loads((run/'results'/'kfold_metrics.json').read_text()).get('main')}`), one model per fold, "
                             if (run/'results'/'kfold_metrics.json').exists() else 'The k-fold models of chapter 5, ') +
-           f"trained on {p.get('n_images') or 'all'} HAM10000 images at {p.get('img_size')} px for {p.get('epochs')} epoch(s); predictions average the fold models.",
+           f"trained on HAM10000 ({sample_text(prov)}) at {p.get('img_size')} px for {p.get('epochs')} epoch(s); predictions average the fold models.",
            '**Intended use.** Research and teaching: studying how a skin-lesion classifier is trained, validated by lesion, calibrated and explained, and reproducing this report.',
            '**Not intended use.** Diagnosis, triage or any clinical decision; use on images unlike HAM10000 (clinical photographs, other dermatoscopes, other populations) without new validation; '
            'any use by or on patients.',

@@ -18,7 +18,7 @@ __all__ = ['PROFILE_KEYS', 'DEVICES', 'AUGS', 'VARIANTS', 'LIMITS', 'WHY', 'OVER
            'convert_value', 'check_profile', 'load_profile', 'resolve_device', 'inference_device', 'umask',
            'atomic_write', 'save_json', 'git_commit', 'hardware', 'machine_text', 'package_versions', 'file_sha256',
            'provenance', 'provenance_md', 'show_provenance', 'results_dir', 'profile_at', 'reduced', 'has_models',
-           'save_key_figure', 'Once', 'cli_type', 'parse_sets']
+           'save_key_figure', 'duration_text', 'folds_text', 'Once', 'cli_type', 'parse_sets']
 
 # %% ../nbs/90_profiles.ipynb #afc1d5a8
 def project_root(start:Path|None=None # folder to search upward from (default: the working directory)
@@ -302,6 +302,24 @@ def save_key_figure(fig, # a matplotlib figure
     rgb = io.BytesIO(); Image.open(buf).convert('RGB').save(rgb, 'PNG', optimize=True); buf = rgb  # no alpha channel: one image in the PDF, smaller
     d = results_dir(run_dir)/'figures'; atomic_write(d/f'{name}.txt', caption.strip())
     return atomic_write(d/f'{name}.png', buf.getvalue())
+
+# %% ../nbs/90_profiles.ipynb #spancd02
+def duration_text(seconds:float # a wall-clock time
+                 )->str:
+    "`seconds` for a reader: '0.4 s', '42 s' under a minute, else minutes with one decimal ('3.5 min')."
+    s = float(seconds)
+    return f'{s:.1f} s' if s < 9.95 else f'{s:.0f} s' if s < 59.5 else f'{s/60:.1f} min'
+
+def folds_text(folds, # fold numbers (any iterable of ints), or a single int
+               word:str='fold' # the noun, e.g. 'outer fold'
+              )->str:
+    "'fold 1', 'folds 1-4' (a consecutive run) or 'folds 0, 2, 3' (sorted, duplicates dropped)."
+    import numbers
+    fs = sorted({int(f) for f in ([folds] if isinstance(folds, numbers.Integral) else folds)})
+    if not fs: return f'no {word}s'
+    if len(fs) == 1: return f'{word} {fs[0]}'
+    body = f'{fs[0]}-{fs[-1]}' if fs == list(range(fs[0], fs[-1] + 1)) else ', '.join(map(str, fs))
+    return f'{word}s {body}'
 
 # %% ../nbs/90_profiles.ipynb #11e4ec91
 class Once(argparse.Action):

@@ -388,7 +388,9 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
     prov = json.loads((run/'provenance.json').read_text())
     done = [n['notebook'] for n in prov['notebooks'] if n['status'] == 'ok']
     data = [prov['data']] if prov.get('data') else []
-    if (run/'results'/'data.json').exists(): data.append(json.loads((run/'results'/'data.json').read_text()).get('data'))
+    if (run/'results'/'data.json').exists():  # chapter 00's record: the data folder, and the images and lesions the run really used (the profile's `n_images` is a target)
+        dj = json.loads((run/'results'/'data.json').read_text()); data.append(dj.get('data'))
+        prov = {**prov, 'data_counts': {k: dj[k] for k in ('n_images', 'n_lesions') if k in dj}}
     paths = machine_paths(run, root, [d for d in data if d], recorded_paths(prov))
     expected = [p.name for p in numbered(root/'nbs')]
     pages = {int(n[:2]): n.replace('.ipynb', '.html') for n in done}
