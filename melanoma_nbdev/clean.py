@@ -292,12 +292,12 @@ def anchor_sections(cells:list, # a chapter's cells, whose section headings get 
     "Give each section heading of the chapter its anchor, `s<num>-<slug>` (`-2`, ... for a repeated heading); each heading's text (lower case) -> its first anchor."
     out, seen = {}, set()
     def one(m):
-        a = base = f's{num}-{_slug(m[2])}'; k = 1
-        while a in seen: k += 1; a = f'{base}-{k}'
+        a = base = m[3] or f's{num}-{_slug(m[2])}'; k = 1
+        while a in seen and not m[3]: k += 1; a = f'{base}-{k}'
         seen.add(a); out.setdefault(m[2].strip().lower(), a)
         return f'{m[1]} {m[2].strip()} {{#{a}}}'
     for c in cells:
-        if num and c.cell_type == 'markdown': c.source = re.sub(r'^(##+)\s+((?:(?!\{#).)+?)\s*$', one, c.source, flags=re.M)
+        if num and c.cell_type == 'markdown': c.source = re.sub(r'^(##+)\s+(.+?)(?:\s*\{#([\w-]+)\})?\s*$', one, c.source, flags=re.M)
     return out
 
 def link_refs(s:str, # Markdown prose of one chapter

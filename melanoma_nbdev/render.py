@@ -10,13 +10,13 @@ import base64, hashlib, json, os, re, shutil, subprocess, time
 from pathlib import Path
 from .profiles import project_root, reduced
 from .clean import machine_paths, recorded_paths, PROFILE_ROLE, stage_book, link_refs
-from .paper import front_page, machines, commit_text
+from .paper import front_page, machines, commit_text, references, unresolved
 
 # %% auto #0
 __all__ = ['TEXT_WIDTH_PT', 'LANDSCAPE_WIDTH_PT', 'LANDSCAPE_COLS', 'SEARCH_NOTE', 'PDF_LEAVES_OUT', 'numbered', 'fence',
-           'html_tables', 'fmt_num', 'fit_table', 'typst_table', 'compress_image', 'typo', 'output_md', 'cell_markdown',
-           'nb_markdown', 'callouts_typst', 'pdf_links', 'report_markdown', 'render_pdf', 'pdf_layout_problems',
-           'finish_site', 'render_site', 'pdf_chapters', 'render_run']
+           'html_tables', 'fmt_num', 'fit_table', 'min_width', 'typst_table', 'compress_image', 'typo', 'output_md',
+           'cell_markdown', 'nb_markdown', 'callouts_typst', 'pdf_links', 'report_markdown', 'render_pdf',
+           'pdf_layout_problems', 'reader_problems', 'finish_site', 'render_site', 'pdf_chapters', 'render_run']
 
 # %% ../nbs/96_render.ipynb #6fe8931c
 def numbered(nbs:Path|str # the notebook folder
@@ -130,6 +130,13 @@ def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
 LANDSCAPE_WIDTH_PT = 729  # A4 turned (842 pt) less the margins
 LANDSCAPE_COLS = 13  # a table with more columns than the page holds is turned to landscape up to this many, and split by columns beyond
 
+def min_width(header:list, # column names
+              rows:list # rows of cell strings
+             )->float:
+    "The narrowest a table can be set, in pt: long columns wrapped to 14 characters, in `typst_table`'s type size."
+    size = 9 if len(header) <= 5 else 8 if len(header) <= 7 else 7
+    return sum(min(14, max([len(h)] + [len(r[j]) for r in rows])) * size * 0.55 + 6 for j, h in enumerate(header))
+
 def _breaks(s:str)->str:
     "`s` with break points after '_' and '/' and after '.' or '-' between letters, never inside a number; an interval '(lo to hi)' kept on one line."
     s = re.sub(r'(\d) to (?=[-\d])', '\\1\u00a0to\u00a0', s)  # 0.930 to 0.964: one unit, breakable only before its parenthesis
@@ -208,8 +215,10 @@ def output_md(o:dict, # one output of a cleaned code cell
         out = []
         for h, r, n in html_tables(''.join(d['text/html'])):
             parts, notes = fit_table(h, r, n)
-            turn = len(parts) > 1  # too wide even transposed: a landscape page, split only beyond LANDSCAPE_COLS
-            if turn: parts, notes = fit_table(h, r, n, max_cols=LANDSCAPE_COLS)
+            turn = False
+            if len(parts) > 1:  # too many columns even transposed: whole on the page if its long columns can wrap, else on a landscape page; split only beyond LANDSCAPE_COLS
+                parts, notes = fit_table(h, r, n, max_cols=LANDSCAPE_COLS)
+                turn = len(parts) > 1 or min_width(*parts[0][:2]) > TEXT_WIDTH_PT
             out += [typst_table(*p, notes=notes if i == len(parts) - 1 else None, caption=(cap if i == 0 else cap.replace(':**', ' (continued):**', 1)) if cap and not out else '',
                                 landscape=turn) for i, p in enumerate(parts)]
         return '\n\n'.join(out)
@@ -337,6 +346,35 @@ def pdf_layout_problems(pdf:Path, # a PDF
         out += [(i, f'{a[4]} / {b[4]}', 'overprints') for a, b in zip(ws, ws[1:]) if abs(a[1] - b[1]) < 1 and b[0] < a[2] - 1.5 and b[4].strip() and a[4].strip()]
     return out
 
+# %% ../nbs/96_render.ipynb #9198975a
+_RAW = re.compile(r'^````\{=typst\}\n.*?\n````$', re.S | re.M)
+
+def _dangling(md:str)->list:
+    "Paragraphs ending in a colon that nothing shown follows (the next block is a heading, prose or the end)."
+    blocks = [b.strip() for b in re.split(r'\n\s*\n', md) if b.strip()]
+    shows = lambda b: b.startswith(('- ', '* ', '|', '![', '```', '#block', '#page', '#table', '#text', '1.')) or re.match(r'\d+\. ', b)
+    return [b[-80:] for b, nxt in zip(blocks, blocks[1:] + ['']) if re.search(r'[^:]:$', b) and not b.startswith(('#', '`', '|')) and not shows(nxt)]
+
+def _index_tables(md:str)->list:
+    "Typst tables whose first column is a bare row number: an empty header over 0, 1, 2, ..."
+    out = []
+    for t in re.findall(r'table\.header\((.*?)\), table\.hline\(stroke: 0\.4pt\),\n(.*?)\n  table\.hline', md, re.S):
+        first = re.findall(r'^\s*\[#text\("([^"]*)"\)\]', t[1], re.M)
+        if t[0].startswith('[#strong("")]') and first and first == [str(i) for i in range(len(first))]: out.append(t[0][:80])
+    return out
+
+def reader_problems(md:str, # the PDF's Markdown (`report_markdown`), front page included
+                    refs:list|None=None # the references (`paper.references`), to check citations against
+                   )->list:
+    "(kind, text) for everything in `md` a reader should not meet: test or log output, dangling colons, row-number columns, repeated or missing captions, unresolved citations."
+    prose = _RAW.sub('#table', md)  # a raw block (a table) shows something
+    out = [('test or log output', l) for l in md.splitlines() if re.match(r'\s*(--- \S|test_(eq|close|fail|ne)\(|assert )', l)]
+    out += [('dangling colon', b) for b in _dangling(prose)] + [('row numbers as a column', h) for h in _index_tables(md)]
+    caps = re.findall(r'!\[(?:Figure|Key figure) [\d.]+: ([^\]]*)\]', md) + re.findall(r'#strong\("Table [\d.]+:"\) #text\("([^"]*)"\)', md) + re.findall(r'^\*\*Table [\d.]+:\*\* (.*)$', prose, re.M)
+    out += [('caption used twice', c) for c in sorted({c for c in caps if caps.count(c) > 1})] + [('figure without a caption', f) for f in re.findall(r'!\[\]\(([^)]*)\)', md)]
+    if refs is not None: out += [('citation without a reference', f'{a} {y}') for a, y in unresolved(prose, refs)]
+    return out
+
 # %% ../nbs/96_render.ipynb #40591980
 SEARCH_NOTE = """<script>
 if (location.protocol === 'file:') document.addEventListener('DOMContentLoaded', () => {
@@ -400,6 +438,7 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
         for d in (run/'book', run/'book'/'_pdf'): shutil.copytree(figs, d/'figures', dirs_exist_ok=True)
     t0 = time.time(); pdf = render_pdf(report_markdown(book, pdf_chapters(done), prov, link_refs(front_page(run, prov, paths, pdf=True, expected=expected), pages)), run/'report.pdf')
     shutil.copy(pdf, book/'report.pdf')
+    for kind, what in reader_problems((book/'_pdf'/'report.md').read_text(), references(prov.get('packages'))): print(f'reader check: {kind}: {what}')
     site = render_site(book, run/'site'); t1 = time.time()
     print(f'rendered {run/"site"/"index.html"} and {pdf} in {t1-t0:.1f} s ({"Quarto" if shutil.which("quarto") else "offline: smalldocs, pandoc + typst"})')
     return site, pdf

@@ -5,11 +5,12 @@ import base64, io, json, os, re, shutil, subprocess
 from pathlib import Path
 import nbformat, pandas as pd, pytest
 from melanoma_nbdev.profiles import project_root, save_json
-from melanoma_nbdev.render import render_run, pdf_layout_problems
+from melanoma_nbdev.render import render_run, pdf_layout_problems, reader_problems
+from melanoma_nbdev.paper import references
 
 ROOT = project_root(Path(__file__).parent)
 needs_poppler = pytest.mark.skipif(not shutil.which('pdftotext'), reason='pdftotext (poppler-utils) is not installed')
-FRONT = ('About this report', 'This run', 'Headline results', 'Model card', 'Disclaimer', 'How to cite', 'References')
+FRONT = ('Abstract', 'About this report', 'This run', 'Headline results', 'Model card', 'Disclaimer', 'How to cite', 'References')
 HTML_TAG = re.compile(r'</?(table|thead|tbody|tr|td|th|div|span|progress|style|script|br|img|details|summary|pre|code)\b[^>]*>', re.I)
 
 def png(w=900, h=600) -> str:
@@ -59,7 +60,7 @@ def make_run(base: Path) -> tuple:
         nbformat.v4.new_code_cell('from fastcore.test import test_eq\ntest_eq(1, 1)\nassert True'),
         nbformat.v4.new_code_cell('results_dir(run_dir)', outputs=[out('execute_result', **{'text/plain': f"Path('/tmp/pytest-of-x/{run.name}/results')"})]),
         nbformat.v4.new_markdown_cell('## Metrics'),
-        nbformat.v4.new_code_cell('tab', outputs=[out('execute_result', **{'text/html': wide._repr_html_(), 'text/plain': ''})]),
+        nbformat.v4.new_code_cell('#| tbl-cap: "Every metric, for each of twenty configurations"\ntab', outputs=[out('execute_result', **{'text/html': wide._repr_html_(), 'text/plain': ''})]),
         nbformat.v4.new_code_cell('#| fig-cap: "Loss by epoch"\nplot()', outputs=[out(**{'image/png': png(), 'text/plain': '<Figure size 900x600 with 1 Axes>'})]),
         nbformat.v4.new_code_cell('plot_more()', outputs=[out(**{'image/png': png(600, 400), 'text/plain': '<Figure size 600x400 with 1 Axes>'}),
                                                          stream(f'saved to {Path.home()}/x.png and /tmp/abc/y.png\n')])])
@@ -89,6 +90,9 @@ def check_render(run: Path, root: Path, site: Path, pdf: Path, chapters: list):
     assert 'Better model found' not in text and '# Parameters' not in text and 'run_dir =' not in text
     assert not machine_path_hits(text, run, root, Path.home()), machine_path_hits(text, run, root, Path.home())[:5]
     assert pdf_layout_problems(pdf) == [], pdf_layout_problems(pdf)[:5]
+    prov = json.loads((run/'provenance.json').read_text())
+    md = (run/'book'/'_pdf'/'report.md').read_text()
+    assert reader_problems(md, references(prov.get('packages'))) == [], reader_problems(md, references(prov.get('packages')))[:5]  # issue 32: nothing a reader should not meet
     caps = re.findall(r'(?:Figure \d+\.\d+|Key figure \d+):', text)
     n_img = len(subprocess.run(['pdfimages', '-list', str(pdf)], capture_output=True, text=True).stdout.splitlines()[2:]) if shutil.which('pdfimages') else len(caps)
     assert n_img == len(caps) > 0, (n_img, len(caps))
@@ -109,6 +113,7 @@ def check_render(run: Path, root: Path, site: Path, pdf: Path, chapters: list):
     for n in chapters:
         page = (site/n.replace('.ipynb', '.html')).read_text()
         assert len(re.findall(r'<img\b', page)) == len(re.findall(r'<figcaption>Figure \d+\.\d+: ', page)), n
+        assert not re.search(r'<img(?![^>]*\balt="[^"]+")[^>]*>', page), n  # every figure has alt text
         assert 'class="code-fold"' in page or '<pre' not in page, n
 
 @pytest.fixture(scope='module')
@@ -162,3 +167,15 @@ def test_real_smoke_run(tmp_path):
     done = [n['notebook'] for n in json.loads((run/'provenance.json').read_text())['notebooks']]
     check_render(run, ROOT, site, pdf, done)
     assert pdf.stat().st_size < 5e6 and len(pdf_pages(pdf)) < 60, (pdf.stat().st_size, len(pdf_pages(pdf)))
+
+@needs_poppler
+@pytest.mark.skipif(not (ROOT/'report'/'provenance.json').exists(), reason='no committed report')
+def test_committed_report_reads_clean(tmp_path):
+    "The committed report, rendered again in a copy (issue 32): the checks above, an abstract and the discussion, no test output, dangling colon, row-number column, repeated caption or unresolved citation."
+    run = tmp_path/'report'
+    shutil.copytree(ROOT/'report'/'notebooks', run/'notebooks'); shutil.copytree(ROOT/'report'/'results', run/'results'); shutil.copy(ROOT/'report'/'provenance.json', run/'provenance.json')
+    site, pdf = render_run(run, ROOT)
+    done = [n['notebook'] for n in json.loads((run/'provenance.json').read_text())['notebooks'] if n['status'] == 'ok']
+    check_render(run, ROOT, site, pdf, done)
+    md = (run/'book'/'_pdf'/'report.md').read_text()
+    assert '## Abstract' in md and '# 10 Discussion' in md and pdf.stat().st_size < 5e6
