@@ -11,8 +11,8 @@ from pathlib import Path
 from .profiles import machine_text, reduced, _as_set
 
 # %% auto #0
-__all__ = ['RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'LIMITS_HOME', 'machine_paths', 'recorded_paths', 'scrub',
-           'is_test_cell', 'is_log', 'results_first', 'unlink', 'sample_text', 'smoke_banner', 'data_note',
+__all__ = ['RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'LIMITS_HOME', 'RERUN', 'machine_paths', 'recorded_paths',
+           'scrub', 'is_test_cell', 'is_log', 'results_first', 'unlink', 'sample_text', 'smoke_banner', 'data_note',
            'chapter_record', 'run_note', 'clean_nb', 'drop_range_index', 'no_dangling', 'anchor_sections', 'link_refs',
            'point_limits', 'process_nb', 'stage_book']
 
@@ -355,6 +355,9 @@ def process_nb(src:Path, # an executed notebook
     return dst
 
 # %% ../nbs/95_clean.ipynb #9edbdf25
+RERUN = ("## Rerunning this report\nThe report is the project `melanoma_nbdev`: every chapter is a notebook that runs top to bottom. "
+         "How to set it up, rerun it with another profile, test it and work on it is in the project's README (`README.md`).")
+
 def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
                book:Path, # the staging folder to fill
                quarto_yml:Path, # the project's _quarto.yml (and report.css beside it)
@@ -373,6 +376,7 @@ def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
     for nb in notebooks: process_nb(Path(nb), book/Path(nb).name, paths, prov, pages)
     if front and (book/'index.ipynb').exists():
         ix = nbformat.read(book/'index.ipynb', as_version=4)
-        ix.cells.insert(1 if ix.cells and ix.cells[0].cell_type == 'raw' else 0, nbformat.v4.new_markdown_cell(front, metadata={'report': 'front'}))
+        keep = ix.cells[:1] if ix.cells and ix.cells[0].cell_type == 'raw' else []  # the title; the README's developer material stays in the README
+        ix.cells = keep + [nbformat.v4.new_markdown_cell(front, metadata={'report': 'front'}), nbformat.v4.new_markdown_cell(RERUN, metadata={'report': 'rerun'})]
         nbformat.write(ix, book/'index.ipynb')
     return book
