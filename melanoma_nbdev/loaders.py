@@ -78,9 +78,8 @@ def device_images(paths:list, # image files
     paths, key = list(dict.fromkeys(map(str, paths))), (size, str(torch.device(device)))
     x, rows = _CACHE.get(key, (None, {}))
     if x is None or any(p not in rows for p in paths):
-        keep = paths  # the paths asked for (an earlier tensor's other images may be in no `images` given now)
-        _CACHE.pop(key, None)  # free the old tensor before building the new one
-        x, rows = resize_all(keep, size, images).to(device), {p: i for i, p in enumerate(keep)}
+        _CACHE.pop(key, None)  # free the old tensor before building the new one; only the paths asked for (an earlier tensor's other images may be in no `images` given now)
+        x, rows = resize_all(paths, size, images).to(device), {p: i for i, p in enumerate(paths)}
         _CACHE[key] = (x, rows)
     return x, rows
 
