@@ -90,7 +90,8 @@ def _kernel_manager(log:Path):
         def start_kernel(self, **kw):
             log.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(log, 'ab')
-            return super().start_kernel(**{**kw, 'stderr': self._log})
+            env = {**os.environ, **(kw.pop('env', None) or {}), 'MPLBACKEND': 'module://matplotlib_inline.backend_inline'}  # figures inline, whatever the caller's MPLBACKEND (Agg would drop every figure)
+            return super().start_kernel(**{**kw, 'stderr': self._log, 'env': env})
     return LoggedKernel(kernel_name='python3')
 
 def _kill_kernel(km):

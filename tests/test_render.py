@@ -159,14 +159,14 @@ def latest_smoke_run():
 @needs_poppler
 @pytest.mark.skipif(latest_smoke_run() is None, reason='no finished smoke run in runs/ (make report)')
 def test_real_smoke_run(tmp_path):
-    "A real smoke run of this checkout, rendered again in a copy: the same checks, and a PDF under 5 MB and 60 pages."
+    "A real smoke run of this checkout, rendered again in a copy: the same checks, and a PDF under 5 MB and at most 72 pages."
     src = latest_smoke_run(); run = tmp_path/src.name
     shutil.copytree(src/'notebooks', run/'notebooks'); shutil.copytree(src/'results', run/'results', ignore=shutil.ignore_patterns('*.safetensors', '*.pth'))
     shutil.copy(src/'provenance.json', run/'provenance.json')
     site, pdf = render_run(run, ROOT)
     done = [n['notebook'] for n in json.loads((run/'provenance.json').read_text())['notebooks']]
     check_render(run, ROOT, site, pdf, done)
-    assert pdf.stat().st_size < 5e6 and len(pdf_pages(pdf)) < 60, (pdf.stat().st_size, len(pdf_pages(pdf)))
+    assert pdf.stat().st_size < 5e6 and len(pdf_pages(pdf)) <= 72, (pdf.stat().st_size, len(pdf_pages(pdf)))  # 69 pages at 61a8d6d (issue 32 added chapter 10 and the abstract; the cpu run went from 66 to 67)
 
 @needs_poppler
 @pytest.mark.skipif(not (ROOT/'report'/'provenance.json').exists(), reason='no committed report')

@@ -26,7 +26,9 @@ def syn(tmp_path_factory):
 def run(tmp_path_factory, syn):
     root = copy_project(tmp_path_factory.mktemp('proj')/'p')
     # the data chapter and the appendix: enough to test the pipeline; the training chapters are tested by nbdev-test
-    return run_report('smoke', data_path=str(syn), name='t1', root=root, only=ONLY), root
+    old = os.environ.get('MPLBACKEND'); os.environ['MPLBACKEND'] = 'Agg'  # a caller's non-inline backend must not drop the chapters' figures
+    try: return run_report('smoke', data_path=str(syn), name='t1', root=root, only=ONLY), root
+    finally: os.environ.pop('MPLBACKEND') if old is None else os.environ.__setitem__('MPLBACKEND', old)
 
 ONLY = r'^(00|9\d)_'
 
