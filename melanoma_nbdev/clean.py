@@ -14,7 +14,7 @@ from .profiles import machine_text, reduced, _as_set
 __all__ = ['RUN_HEAD', 'DATA_CHAPTERS', 'DOCS_URL', 'PROFILE_ROLE', 'LIMITS_HOME', 'RERUN', 'machine_paths', 'recorded_paths',
            'scrub', 'is_test_cell', 'is_log', 'results_first', 'unlink', 'sample_text', 'smoke_banner', 'data_note',
            'chapter_record', 'run_note', 'clean_nb', 'drop_range_index', 'no_dangling', 'anchor_sections', 'link_refs',
-           'point_limits', 'process_nb', 'stage_book']
+           'point_limits', 'process_nb', 'chapter_pages', 'stage_book']
 
 # %% ../nbs/95_clean.ipynb #ce87bfe1
 _TOP = 'tmp|home|root|work|Users|mnt|var|opt|srv|private|usr|scratch|data|media|nfs|gpfs|lustre'
@@ -355,6 +355,11 @@ def process_nb(src:Path, # an executed notebook
     return dst
 
 # %% ../nbs/95_clean.ipynb #9edbdf25
+def chapter_pages(notebooks:list # notebooks (paths or names), numbered ones `NN_name.ipynb` among them
+                 )->dict:
+    "Chapter or appendix number -> its page on the site, for `link_refs`."
+    return {int(m[1]): Path(nb).stem + '.html' for nb in notebooks if (m := re.match(r'(\d\d)\w*_', Path(nb).name))}
+
 RERUN = ("## Rerunning this report\nThe report is the project `melanoma_nbdev`: every chapter is a notebook that runs top to bottom. "
          "How to set it up, rerun it with another profile, test it and work on it is in the project's README (`README.md`).")
 
@@ -372,7 +377,7 @@ def stage_book(notebooks:list, # executed notebooks (and index.ipynb)
     shutil.copy(quarto_yml, book/'_quarto.yml')
     if (css := Path(quarto_yml).parent/'report.css').exists(): shutil.copy(css, book/'report.css')
     if (imgs := Path(quarto_yml).parent/'nbs'/'images').is_dir(): shutil.copytree(imgs, book/'images')  # images the notebooks' Markdown shows (index.ipynb's screenshot)
-    pages = {int(m[1]): Path(nb).stem + '.html' for nb in notebooks if (m := re.match(r'(\d\d)\w*_', Path(nb).name))}
+    pages = chapter_pages(notebooks)
     for nb in notebooks: process_nb(Path(nb), book/Path(nb).name, paths, prov, pages)
     if front and (book/'index.ipynb').exists():
         ix = nbformat.read(book/'index.ipynb', as_version=4)

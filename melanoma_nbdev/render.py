@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64, hashlib, json, os, re, shutil, subprocess, time
 from pathlib import Path
 from .profiles import project_root, reduced
-from .clean import machine_paths, recorded_paths, PROFILE_ROLE, stage_book, link_refs
+from .clean import machine_paths, recorded_paths, PROFILE_ROLE, stage_book, link_refs, chapter_pages
 from .paper import front_page, machines, commit_text, references, unresolved
 
 # %% auto #0
@@ -130,12 +130,15 @@ def _tstr(s): return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
 LANDSCAPE_WIDTH_PT = 729  # A4 turned (842 pt) less the margins
 LANDSCAPE_COLS = 13  # a table with more columns than the page holds is turned to landscape up to this many, and split by columns beyond
 
+def _type_size(n:int)->int: return 9 if n <= 5 else 8 if n <= 7 else 7  # pt, by the number of columns
+
+def _width(lens:list, size:int)->float: return sum(l * size * 0.55 + 6 for l in lens)  # pt: columns of `lens` characters
+
 def min_width(header:list, # column names
               rows:list # rows of cell strings
              )->float:
     "The narrowest a table can be set, in pt: long columns wrapped to 14 characters, in `typst_table`'s type size."
-    size = 9 if len(header) <= 5 else 8 if len(header) <= 7 else 7
-    return sum(min(14, max([len(h)] + [len(r[j]) for r in rows])) * size * 0.55 + 6 for j, h in enumerate(header))
+    return _width([min(14, max([len(h)] + [len(r[j]) for r in rows])) for j, h in enumerate(header)], _type_size(len(header)))
 
 def _breaks(s:str)->str:
     "`s` with break points after '_' and '/' and after '.' or '-' between letters, never inside a number; an interval '(lo to hi)' kept on one line."
@@ -157,9 +160,9 @@ def typst_table(header:list, # column names
     "A raw Typst block: the table in small type, numbers right-aligned, wrapping columns when it would be too wide."
     n, width = len(header), LANDSCAPE_WIDTH_PT if landscape else TEXT_WIDTH_PT
     isnum = [j >= nidx and all(re.fullmatch(r'[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?|nan|', r[j].strip(), re.I) for r in rows) for j in range(n)]
-    size = 9 if n <= 5 else 8 if n <= 7 else 7
+    size = _type_size(n)
     lens = [max([len(header[j])] + [len(r[j]) for r in rows]) for j in range(n)]
-    fits = sum(l * size * 0.55 + 6 for l in lens) <= width
+    fits = _width(lens, size) <= width
     wrap = [not fits and (l > 14 or max(lens) <= 14) for l in lens]  # too wide: short columns keep their width, long ones wrap
     cols = ', '.join(f'{min(l, 40)}fr' if w else 'auto' for l, w in zip(lens, wrap))
     brk = lambda s: s if fits else _breaks(s)
@@ -431,7 +434,7 @@ def render_run(run:Path, # a run folder with executed notebooks in notebooks/
         prov = {**prov, 'data_counts': {k: dj[k] for k in ('n_images', 'n_lesions') if k in dj}}
     paths = machine_paths(run, root, [d for d in data if d], recorded_paths(prov))
     expected = [p.name for p in numbered(root/'nbs')]
-    pages = {int(n[:2]): n.replace('.ipynb', '.html') for n in done}
+    pages = chapter_pages(done)
     front = link_refs(front_page(run, prov, paths, expected=expected), pages)
     book = stage_book([root/'nbs'/'index.ipynb', *[run/'notebooks'/n for n in done]], run/'book', root/'_quarto.yml', paths, prov, front)
     if (figs := run/'results'/'figures').is_dir():  # the front page's key figures, beside the site's index and the PDF's Markdown
