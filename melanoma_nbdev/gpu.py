@@ -61,8 +61,8 @@ def synthetic_dls(n_train:int, # training images
     items = pd.DataFrame({'label': [vocab[i] for i in y.tolist()]})
     tfms = [IntToFloatTensor(), *(batch_tfms or [])] + ([ChannelsLast()] if torch.device(device).type == 'cuda' else [])
     def ds(sl, split): return IndexedImages(x, torch.arange(n)[sl], y[sl], items.iloc[sl], vocab, None, split)
-    return DataLoaders(DeviceDL(ds(slice(0, n_train), 0), bs=bs, shuffle=True, drop_last=True, after_batch=tfms, device=device),
-                       DeviceDL(ds(slice(n_train, n), 1), bs=bs, after_batch=tfms, device=device), device=device)
+    return DataLoaders(DeviceDL(ds(slice(0, n_train), 0), bs=bs, shuffle=True, drop_last=True, num_workers=0, after_batch=tfms, device=device),
+                       DeviceDL(ds(slice(n_train, n), 1), bs=bs, num_workers=0, after_batch=tfms, device=device), device=device)  # no loader processes, as `tensor_dls`
 
 def _sync(device):
     if torch.device(device).type == 'cuda': torch.cuda.synchronize()
@@ -74,7 +74,8 @@ def bare_step_rate(arch:str, # timm model name
                    n_batches:int=10 # timed steps (after 2 warm-up steps)
                   )->float:
     "Training images/s of one bare step (forward, cross-entropy, backward, AdamW) on one fixed random batch: channels-last, bf16 autocast where `cpu_bf16` says; no loader, no augmentation, no fastai."
-    from melanoma_nbdev.models import create_backbone, Classifier, cpu_bf16
+    from melanoma_nbdev.models import create_backbone, Classifier, cpu_bf16, cpu_malloc
+    if torch.device(device).type == 'cpu': cpu_malloc()  # as `make_learner` does: the ceiling is the tuned step
     m = Classifier(create_backbone(arch, pretrained=False)[0], 7).to(device).to(memory_format=torch.channels_last).train()
     x, y = torch.rand(bs, 3, img_size, img_size, device=device).contiguous(memory_format=torch.channels_last), torch.randint(0, 7, (bs,), device=device)
     opt, bf16 = torch.optim.AdamW(m.parameters(), 1e-4), torch.device(device).type == 'cuda' or cpu_bf16(img_size)

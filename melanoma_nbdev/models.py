@@ -15,11 +15,11 @@ from .profiles import project_root
 from .augment import model_stats
 
 # %% auto #0
-__all__ = ['SEXES', 'SITES', 'META_COLUMNS', 'LOSSES', 'CPU_BF16_FROM', 'WeightsError', 'weights_candidates', 'find_weights',
-           'load_backbone_weights', 'hub_reachable', 'create_backbone', 'Classifier', 'model_splitter', 'age_fill',
-           'meta_features', 'get_meta_dls', 'make_loss', 'native_bf16', 'cpu_bf16', 'CPUBf16', 'make_learner',
-           'tempfile_dir', 'mixed_precision_cbs', 'full_precision', 'EpochLog', 'recipe', 'fit_recipe',
-           'backbone_table']
+__all__ = ['SEXES', 'SITES', 'META_COLUMNS', 'LOSSES', 'CPU_BF16_FROM', 'M_TRIM_THRESHOLD', 'M_TOP_PAD', 'M_MMAP_THRESHOLD',
+           'WeightsError', 'weights_candidates', 'find_weights', 'load_backbone_weights', 'hub_reachable',
+           'create_backbone', 'Classifier', 'model_splitter', 'age_fill', 'meta_features', 'get_meta_dls', 'make_loss',
+           'native_bf16', 'cpu_bf16', 'CPUBf16', 'cpu_malloc', 'make_learner', 'tempfile_dir', 'mixed_precision_cbs',
+           'full_precision', 'EpochLog', 'recipe', 'fit_recipe', 'backbone_table']
 
 # %% ../nbs/03_models.ipynb #5fbbd64e
 class WeightsError(RuntimeError):
@@ -195,6 +195,18 @@ class CPUBf16(MixedPrecision):
         with warnings.catch_warnings(): warnings.simplefilter('ignore', UserWarning); super().before_fit()  # its disabled CUDA GradScaler warns on a CPU
         self.autocast = torch.autocast('cpu', dtype=torch.bfloat16)
 
+# %% ../nbs/03_models.ipynb #356ef644
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters (malloc.h)
+
+def cpu_malloc(mmap_bytes:int=1 << 30, # blocks smaller than this come from the heap, not a fresh mmap
+               keep_bytes:int=1 << 36 # free heap memory kept before any is returned to the kernel
+              )->bool:
+    "Keep freed tensor memory in glibc's heap for the next step (True where set: Linux with glibc; a no-op elsewhere)."
+    import ctypes, ctypes.util
+    try: mallopt = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt
+    except (OSError, AttributeError): return False
+    return all(mallopt(k, v) == 1 for k, v in ((M_MMAP_THRESHOLD, mmap_bytes), (M_TRIM_THRESHOLD, keep_bytes), (M_TOP_PAD, 1 << 30)))
+
 # %% ../nbs/03_models.ipynb #19e2040f
 def make_learner(dls, # DataLoaders from `get_dls` (or `get_meta_dls` with n_meta)
                  arch:str, # timm model name
@@ -211,7 +223,9 @@ def make_learner(dls, # DataLoaders from `get_dls` (or `get_meta_dls` with n_met
     learn = Learner(dls, Classifier(body, len(dls.vocab), n_meta), loss_func=make_loss(loss, y, len(dls.vocab)),
                     metrics=[accuracy, BalancedAccuracy()], splitter=model_splitter, path=path or Path(tempfile_dir()))
     if torch.device(dls.device or 'cpu').type == 'cuda': learn = learn.to_bf16()  # bf16 mixed precision (no loss scaling)
-    elif cpu_bf16(img_size): learn.add_cb(CPUBf16())
+    else:
+        cpu_malloc()  # freed activations stay in the heap: 1.8 times the steps/s on these CPUs (measured above)
+        if cpu_bf16(img_size): learn.add_cb(CPUBf16())
     learn.model.to(memory_format=torch.channels_last)
     learn.weights_source = src
     return learn
