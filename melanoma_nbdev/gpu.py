@@ -15,7 +15,7 @@ with warnings.catch_warnings():  # torch 2.14 warns, on import, that fastai uses
     warnings.simplefilter('ignore', FutureWarning)
     from fastai.data.core import DataLoaders
 from .data import TASKS
-from .profiles import load_profile, resolve_device, save_json, ProfileError
+from .profiles import load_profile, resolve_device, save_json, provenance, ProfileError
 from .loaders import IndexedImages, DeviceDL, ChannelsLast
 
 # %% auto #0
@@ -290,7 +290,7 @@ def melanoma_benchmark(profile:str='full', # run profile (settings.ini section)
         elif step:
             res['preflight'] = pf = preflight(P, str(step), dev, budget_s, max(3, n_batches // 2), known={(P.arch, P.bs): b})
             print(preflight_text(pf))
-        if out: save_json(res, out)
+        if out: save_json({**res, 'provenance': provenance(P, what=f'melanoma-benchmark --profile {profile}' + (f' --step {step}' if step else ''), n_batches=n_batches)}, out)  # commit, date, machine
     except (ProfileError, ValueError) as e: raise SystemExit(f'error: {e}')
     if step == 'cpu' and not pf['fits']:
         raise SystemExit(f"error: the {P.name} run is predicted to take {pf['main_predicted_s'] / 60:.0f} min for the main configuration's folds (budget {main_budget_s / 60:.0f} min) and {pf['run_predicted_s'] / 3600:.1f} h in all (budget {run_budget_s / 3600:.1f} h) on this machine: nothing was trained. "

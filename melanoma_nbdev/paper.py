@@ -26,12 +26,13 @@ def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 def _by(recs, key:str='metric')->dict: return {r.get(key): r for r in recs or [] if isinstance(r, dict)}
 
 def ci(r:dict|None, # a bootstrap record: estimate, lo, hi
-       pct:bool=False # as a percentage
+       pct:bool=False, # as a percentage
+       label:str='95% CI ' # before the interval: '' for a table cell, '0.748 (0.725 to 0.769)'
       )->str:
     "'0.748 (95% CI 0.725 to 0.769)'; '' without a record."
     if not r or not _num(r.get('estimate')): return ''
     f = (lambda x: f'{100 * x:.1f}%') if pct else (lambda x: f'{x:.3f}')
-    return f(r['estimate']) + (f" (95% CI {f(r['lo'])} to {f(r['hi'])})" if _num(r.get('lo')) and _num(r.get('hi')) else '')
+    return f(r['estimate']) + (f" ({label}{f(r['lo'])} to {f(r['hi'])})" if _num(r.get('lo')) and _num(r.get('hi')) else '')
 
 def _diff(r:dict|None)->dict|None:
     "A paired comparison's difference as a bootstrap record."
@@ -83,11 +84,13 @@ def _method_text(F:dict, prov:dict)->str:
 # %% ../nbs/10_discussion.ipynb #6d6564fc
 def _results_text(F:dict)->str:
     les, fx, t, tr = F['oof'].get('lesion', {}), F['fixed'].get('lesion', {}), F['test'], F['test_rule']
-    out = []
+    out, top = [], F['rule'] == 'top class'  # a fixed rule that is the plain top class is not named as another rule
+    if top: fx, tr = {}, {}
     if fx.get('balanced_accuracy'):
         out.append(f"Out of fold, at the lesion level, the fixed rule reached a balanced accuracy of {ci(fx['balanced_accuracy'])} and an accuracy of {ci(fx.get('accuracy'))}"
                    + (f" (plain top class: {ci(les.get('balanced_accuracy'))} and {ci(les.get('accuracy'))})" if les.get('balanced_accuracy') else '') + '.')
-    elif les.get('balanced_accuracy'): out.append(f"Out of fold, at the lesion level, the balanced accuracy was {ci(les['balanced_accuracy'])} and the accuracy {ci(les.get('accuracy'))}.")
+    elif les.get('balanced_accuracy'): out.append(f"Out of fold, at the lesion level, the balanced accuracy was {ci(les['balanced_accuracy'])} and the accuracy {ci(les.get('accuracy'))}"
+                                                  + (" (the decision rule fixed on HAM10000 is the plain top class)" if top else '') + '.')
     if les.get('mel_auc'): out.append(f"The melanoma AUC was {ci(les['mel_auc'])}.")
     if t.get('balanced_accuracy'):
         b = tr.get('balanced_accuracy') or t['balanced_accuracy']
@@ -129,7 +132,7 @@ def abstract(results:Path|str, # a run's results folder
 def _meaning(F:dict)->list:
     "Paragraphs: what the run's numbers mean."
     out, les, fx = [], F['oof'].get('lesion', {}), F['fixed'].get('lesion', {})
-    if fx.get('balanced_accuracy') and les.get('balanced_accuracy'):
+    if fx.get('balanced_accuracy') and les.get('balanced_accuracy') and F['rule'] != 'top class':
         out.append(f"**Balanced accuracy against accuracy.** A model trained with plain cross-entropy on HAM10000, where two images in three are nevi, decides like an accuracy maximiser: "
                    f"its top class reaches an out-of-fold lesion-level accuracy of {ci(les.get('accuracy'))} but a balanced accuracy of only {ci(les['balanced_accuracy'])}, because it rarely names "
                    f"the small classes. The **{F['rule']}** rule, fixed on HAM10000 (chapter 06; Menon et al. 2021), moves the balance: balanced accuracy {ci(fx['balanced_accuracy'])}, accuracy {ci(fx.get('accuracy'))}. "
@@ -161,6 +164,8 @@ def _published(F:dict, prov:dict)->list:
              "pictures of the same lesion in training and test, and its numbers are optimistic; every split in this report keeps a lesion's images together (chapter 00), and its "
              "out-of-fold numbers are given at the lesion level first. Numbers from image splits, from other resolutions or from the 2019 challenge's eight classes and larger data are not comparable with these.")]
 
+_HERE = re.compile(r'\b(shown|tested|given|listed|measured|described) (above|below)\b')  # a chapter's pointer to its own text
+
 def limits(notebooks:list # executed chapters (`NN_name.ipynb`), in order
           )->list:
     "(chapter number, limit) for every bullet of every chapter's `## Limits` section, without the smoke-run bullet the chapters repeat."
@@ -170,7 +175,7 @@ def limits(notebooks:list # executed chapters (`NN_name.ipynb`), in order
         for c in nbformat.read(f, as_version=4).cells:
             if c.cell_type == 'markdown' and re.match(r'##\s+Limits\b', c.source):
                 out += [(Path(f).name[:2], b.strip()) for b in re.split(r'\n(?=- )', c.source.split('\n', 1)[-1]) if b.startswith('- ') and not re.match(r'- An? \*\*smoke\*\* run', b)]
-    return [(n, b[2:].strip()) for n, b in out]
+    return [(n, _HERE.sub(r'\1 in that chapter', b[2:].strip())) for n, b in out]  # 'shown above' means nothing in the gathered list
 
 # %% ../nbs/10_discussion.ipynb #530e8709
 def discussion(results:Path|str, # a run's results folder
@@ -218,9 +223,8 @@ FRONT_METRICS = {'balanced_accuracy': 'balanced accuracy', 'accuracy': 'accuracy
                  'spec80: spec': 'melanoma specificity at that threshold', 'mel_specificity': 'melanoma specificity at that threshold'}  # result key -> front-page name
 
 def _cell(r:dict)->str:
-    "'estimate (lo to hi)' of a bootstrap record."
-    f = lambda k: f'{float(r[k]):.3f}'
-    return f('estimate') + (f" ({f('lo')} to {f('hi')})" if _num(r.get('lo')) and _num(r.get('hi')) else '')
+    "'estimate (lo to hi)' of a bootstrap record: `ci` without its label."
+    return ci(r, label='')
 
 DECISION_KEYS = ('balanced_accuracy', 'accuracy')  # what a decision rule changes (chapter 06); AUCs and melanoma thresholds use the plain probabilities
 

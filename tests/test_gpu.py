@@ -79,6 +79,8 @@ def test_preflight_fits_at_target_rates(monkeypatch, tmp_path, capsys):
     assert '1,312,000 training images' in out and 'predicted 534 s' in out
     pf = json.loads((tmp_path/'b.json').read_text())['preflight']
     assert pf['fits'] and pf['max_epochs_fitting'] == 4 and pf['train_images'] == 1_312_000  # 5 epochs: 577 s
+    prov = json.loads((tmp_path/'b.json').read_text())['provenance']  # the numbers say where and when they were measured
+    assert prov['what'] == 'melanoma-benchmark --profile full --step 1' and prov['git_commit'] and prov['date_utc'] and prov['hardware']['cpu_cores'], prov
 
 
 def test_preflight_stops_when_over_budget(monkeypatch, tmp_path):
