@@ -20,9 +20,9 @@ from .loaders import IndexedImages, DeviceDL, ChannelsLast
 
 # %% auto #0
 __all__ = ['STEPS', 'GRID', 'RECIPE_MULTS', 'LR_ITERS', 'ASSUMED', 'CPU_BUDGETS', 'CPU_OTHER_S', 'MiB', 'SKIP', 'GpuBusy',
-           'synthetic_dls', 'bare_step_rate', 'measure_throughput', 'step_jobs', 'predict_seconds', 'total_seconds',
-           'measure_rates', 'preflight', 'preflight_text', 'cpu_preflight', 'cpu_preflight_text', 'melanoma_benchmark',
-           'pack_run', 'merge_provenance', 'unpack_run', 'packed_exact', 'melanoma_pack']
+           'synthetic_dls', 'bare_step_rate', 'measure_throughput', 'aug_step_ms', 'step_jobs', 'predict_seconds',
+           'total_seconds', 'measure_rates', 'preflight', 'preflight_text', 'cpu_preflight', 'cpu_preflight_text',
+           'melanoma_benchmark', 'pack_run', 'merge_provenance', 'unpack_run', 'packed_exact', 'melanoma_pack']
 
 # %% ../nbs/92_gpu.ipynb #2151a055
 class GpuBusy:
@@ -118,6 +118,20 @@ def measure_throughput(arch:str='tf_efficientnet_lite0', # timm model name
     return dict(arch=arch, img_size=img_size, bs=bs, bare_train_img_s=None if bare is None else round(bare, 1), device=torch.cuda.get_device_name(0) if torch.device(device).type == 'cuda' else f'cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)',
                 train_img_s=round(n_batches*bs/clock.secs, 1), infer_img_s=round(n_batches*bs/t_inf, 1), predict_img_s=round(n_batches*bs/t_pred, 1),
                 gpu_busy_pct=None if busy.share is None else round(busy.share, 1), busy_samples=len(busy.samples))
+
+# %% ../nbs/92_gpu.ipynb #ab5c0002
+def aug_step_ms(level:str, # augmentation level ('none', 'light', 'heavy')
+                img_size:int, # square side in pixels
+                bs:int, # batch size
+                device:str='cpu', # torch device
+                n:int=10 # timed batches per transform (`batch_times`)
+               )->pd.Series:
+    "Median milliseconds per batch of each batch transform of `level` alone, then of the level's whole pipeline (`together`; no normalisation)."
+    from fastai.vision.augment import setup_aug_tfms
+    from melanoma_nbdev.augment import AUG_LEVELS, aug_tfms, batch_times
+    together, x = aug_tfms(level), torch.rand(bs, 3, img_size, img_size, device=device)  # aug_tfms checks `level`
+    ms = lambda tfms: 1000 * float(np.median(batch_times(tfms, x, n)))
+    return pd.Series({**{t.__name__: ms(setup_aug_tfms([t(**kw)])) for t, kw in AUG_LEVELS[level].items()}, 'together': ms(together)}, name='ms per batch')
 
 # %% ../nbs/92_gpu.ipynb #cf7f11b1
 STEPS = {'1': dict(only=r'^(00|05)_', what='chapters 00 and 05: every configuration of the k-fold chapter, all folds'),
@@ -312,11 +326,11 @@ def _fp16(src:Path, dst:Path)->bool:
     return all(torch.equal(v, half[k].to(v.dtype)) for k, v in sd.items())
 
 def _pack_models(run:Path, out:Path, main:str|None, models:list, max_bytes:int)->list:
-    "Write the fold `models` of configuration `main` into `out` as fp16 safetensors, recording them in the run's packed.json; the files."
+    "Write the fold `models` into `out` as fp16 safetensors, one file each named by configuration and fold, recording them in the run's packed.json; the files."
     manifest = dict(run=run.name, main=main, models={}, inexact_models=[], dropped_models=[])
     written = []
     for m in models:
-        f = out/f"model-{main}-{m.parent.name}.fp16.safetensors"
+        f = out/f"model-{m.parent.parent.name}-{m.parent.name}.fp16.safetensors"
         if not _fp16(m, f): manifest['inexact_models'].append(f.name)  # recorded, so that publishing says so (`packed_exact`)
         written.append(f)
         if f.stat().st_size > max_bytes: raise ValueError(f"{f.name} is {f.stat().st_size/MiB:.1f} MiB, over {max_bytes/MiB:.0f} MiB.")
@@ -347,13 +361,13 @@ def pack_run(run:Path|str, # a run folder (runs/<name>)
              max_files:int=8, # most files to write
              max_bytes:int=16*MiB # largest file
             )->list:
-    "Pack `run` into at most `max_files` files of at most `max_bytes`: the main configuration's fold models as fp16 safetensors, one each, and a tar.gz of everything else but model files (split in parts if needed)."
+    "Pack `run` into at most `max_files` files of at most `max_bytes`: the fold models a resumed run loads again (the main configuration's and the sanity checks') as fp16 safetensors, one each, and a tar.gz of everything else but model files (split in parts if needed)."
     run, out = Path(run), Path(out); out.mkdir(parents=True, exist_ok=True)
     kf = run/'kfold'
     if main is None:
         cands = sorted({p.parent.parent.name for p in kf.glob('*_ce/fold*/model.safetensors')})
         main = cands[0] if len(cands) == 1 else None
-    models = sorted((kf/main).glob('fold*/model.safetensors')) if main else []
+    models = (sorted((kf/main).glob('fold*/model.safetensors')) if main else []) + sorted(run.glob('sanity/*/fold*/model.safetensors'))  # chapter 07 loads its sanity models again
     if len(models) + 1 > max_files: raise ValueError(f"{len(models)} fold models and the archive do not fit in {max_files} files.")
     return _pack_models(run, out, main, models, max_bytes) + _pack_archive(run, out, len(models), max_files, max_bytes)
 
@@ -387,7 +401,7 @@ def _merge_into(src:Path, run:Path):
 def unpack_run(src:Path|str, # the folder holding `pack_run`'s files
                runs:Path|str='runs' # the folder to put the run folder in
               )->Path:
-    "Put packed files back: the run folder under `runs` (merged into it when it exists: `_merge_into`), with the main configuration's fold models (as float32) where they were, each with `fp16.json` (was its float16 copy exact?)."
+    "Put packed files back: the run folder under `runs` (merged into it when it exists: `_merge_into`), with the packed fold models (as float32) where they were, each with `fp16.json` (was its float16 copy exact?)."
     import io
     src, runs = Path(src), Path(runs)
     parts = sorted(src.glob('run.tar.gz.part*'), key=lambda p: int(p.name.rsplit('part', 1)[1]))
