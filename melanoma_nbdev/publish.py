@@ -1,4 +1,4 @@
-"""A finished full run copied into the project's `report/` (its notebooks, results, provenance and fp16 fold models), checked, and refused where it must not become the reference; `melanoma-publish`.
+"""A finished run of a named profile (`full`, or the `cpu` reference run) copied into the project's `report/` (its notebooks, results, provenance and fp16 fold models), checked, and refused where it must not become the reference; `melanoma-publish`.
 
 Docs: https://melanoma-nbdev.github.io/melanoma_nbdev/publish.html.md"""
 
@@ -55,7 +55,7 @@ def _publish_files(run:Path, prov:dict, tmp:Path, models:Path):
 def _check_target(run:Path, prov:dict, dest:Path, root:Path, force:bool, check:bool):
     "A `RunError` if `run` must not be published into `dest`: not publishable, or `dest` holds another report or something else."
     if check and (why := publishable(prov, [p.name for p in numbered(root/'nbs')])):
-        raise RunError(f"{run} cannot be the reference report: {'; '.join(why)}. Nothing was changed. Fix: publish a finished full run (README: the full run).")
+        raise RunError(f"{run} cannot be the reference report: {'; '.join(why)}. Nothing was changed. Fix: publish a finished run of a named profile other than smoke (full, cpu), made without --set (README: the full run, the CPU reference run).")
     if (dest/PUBLISHED).exists() and not force: raise RunError(f"{dest} already holds a published report (of run {json.loads((dest/PUBLISHED).read_text()).get('run')}). Nothing was changed. Fix: --force replaces it (git keeps the old one).")
     if dest.exists() and not (dest/PUBLISHED).exists() and any(p.name not in RENDERED for p in dest.iterdir()):
         raise RunError(f"{dest} exists and is not a published report. Nothing was changed. Fix: give another --dest, or move {dest} away.")
@@ -116,11 +116,11 @@ def check_published(dest:Path|str # a published report (`publish_run`)
 
 # %% ../nbs/97_publish.ipynb #30b5fb51
 @call_parse
-def melanoma_publish(run:str, # the finished full run to publish: a run folder, or the name of one in runs/
+def melanoma_publish(run:str, # the finished full or cpu run to publish: a run folder, or the name of one in runs/
                      dest:str=None, # where to publish (default: the project's report/)
                      force:bool=False # replace the report already published there
                     ):
-    "Publish a finished full run as the project's committed reference report (report/), which `make show` renders."
+    "Publish a finished full or cpu run as the project's committed reference report (report/), which `make show` renders."
     from melanoma_nbdev.scoring import CommandError
     try:
         d = publish_run(run_folder(run), dest, force)
