@@ -16,13 +16,13 @@ from .loaders import get_dls
 from sklearn.model_selection import StratifiedGroupKFold
 from .models import (create_backbone, make_learner, get_meta_dls, Classifier, META_COLUMNS, LOSSES, recipe, fit_recipe, full_precision, mixed_precision_cbs)
 from .augment import aug_tfms, model_stats
-from .profiles import atomic_write, save_json, resolve_device, results_dir
+from .profiles import atomic_write, save_json, resolve_device, results_dir, git_commit, hardware, machine_text
 
 # %% auto #0
 __all__ = ['sens_at_spec', 'multiclass_metrics', 'melanoma_metrics', 'fold_config', 'check_done', 'round_to_fp16', 'train_fold',
-           'save_fold', 'run_kfold', 'main_folder', 'main_oof', 'inner_split', 'selection_split', 'variant_folder',
-           'variant_oof', 'FoldEnsemble', 'ensemble_dl', 'ensemble_predict', 'fold_summary', 'history_table',
-           'still_improving', 'plot_history', 'config_rows']
+           'trained_record', 'save_fold', 'run_kfold', 'main_folder', 'main_oof', 'inner_split', 'selection_split',
+           'variant_folder', 'variant_oof', 'FoldEnsemble', 'ensemble_dl', 'ensemble_predict', 'fold_summary',
+           'history_table', 'still_improving', 'plot_history', 'config_rows']
 
 # %% ../nbs/05_kfold.ipynb #2c8132fe
 def sens_at_spec(y:np.ndarray, # 1 for positives, 0 for negatives
@@ -114,6 +114,11 @@ def train_fold(df:pd.DataFrame, # the profile's table with `fold` and `path`
         if (d/'done.json').exists(): return check_done(d, cfg)
         return _train(df, fold, P, d, cfg, images, tta, lr_range, lr_iters, quiet)
 
+def trained_record()->dict:
+    "Where and when a fold is trained: the git commit, the UTC time and the machine (recorded in its config.json)."
+    from datetime import datetime, timezone
+    return dict(git_commit=git_commit(), finished_utc=datetime.now(timezone.utc).isoformat(timespec='seconds'), machine=machine_text(hardware()))
+
 def _train(df, fold, P, d, cfg, images, tta, lr_range, lr_iters, quiet):
     import contextlib
     dev, meta, lr_from = resolve_device(P.device), cfg['meta'], 'given' if P.lr else f'lr_find valley ({lr_iters} iterations, {_num(lr_range[0])} to {_num(lr_range[1])})'
@@ -129,7 +134,7 @@ def _train(df, fold, P, d, cfg, images, tta, lr_range, lr_iters, quiet):
     oof = dls.valid.items[['image_id', 'lesion_id', 'dx', 'fold']].reset_index(drop=True).assign(y=[CLASSES.index(c) for c in dls.valid.items.dx.astype(str)])
     oof = pd.concat([oof, *[pd.DataFrame(v, columns=[f'{k}_{c}' for c in CLASSES]) for k, v in probs.items()]], axis=1)
     save_fold(learn, d, {**cfg, 'lr': lr, 'lr_from': lr_from, 'weights': learn.weights_source, 'stats': stats, 'train_seconds': round(secs, 1),
-                         'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'history': hist,
+                         'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'history': hist, 'trained': trained_record(),
                          'precision': dict(training='bf16 mixed precision' if mixed_precision_cbs(learn) else 'float32', weights='float16 values (round_to_fp16)', oof='float32, TF32 off (full_precision)')}, oof)
     return oof
 
