@@ -235,11 +235,12 @@ class FoldEnsemble:
         self.cfgs = [json.loads((p.parent/'config.json').read_text()) for p in sorted(Path(folder).glob('fold*/done.json'))]
         if not self.cfgs: raise FileNotFoundError(f"No fold models in {folder}: train them first (make report, chapter 05_kfold).")
         if any(c['meta'] for c in self.cfgs): raise ValueError(f"{folder} holds metadata-fusion models; the ensemble takes image-only models.")
-        if lost := [str(Path(folder)/f"fold{c['fold']}") for c in self.cfgs if not (Path(folder)/f"fold{c['fold']}"/'model.safetensors').is_file()]:
+        dirs = [Path(folder)/f"fold{c['fold']}" for c in self.cfgs]
+        if lost := [str(d) for d in dirs if not (d/'model.safetensors').is_file()]:
             raise FileNotFoundError(f"Finished folds without their model.safetensors: {', '.join(lost)} (a packed run keeps only the models its chapters load again). "
                                     "Fix: delete those fold folders and run their chapter again to retrain them, or use the run folder the models were made in.")
         self.device = device
-        self.models = [self._load(Path(folder)/f"fold{c['fold']}", c) for c in self.cfgs]
+        self.models = [self._load(d, c) for d, c in zip(dirs, self.cfgs)]
         self.classes, self.img_size, self.stats = self.cfgs[0]['classes'], self.cfgs[0]['img_size'], self.cfgs[0]['stats']
 
     def _load(self, d, c):
